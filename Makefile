@@ -1,0 +1,64 @@
+# mlbook: the two commands are `make book` and `make test` (see README.md).
+# Everything runs inside .venv, created on first use.
+
+PYTHON_BOOTSTRAP ?= python3
+VENV             ?= .venv
+BIN              := $(VENV)/bin
+PY               := $(BIN)/python
+STAMP            := $(VENV)/.mlbook-installed
+
+# Raw data: ../shared/data when this checkout sits beside it (CI), else the reader's own
+# MLBOOK_DATA, else the cache (loaders download there). Derived files go under _build/cache
+# unless MLBOOK_CACHE says otherwise, so a clean clone starts clean.
+ifeq ($(origin MLBOOK_DATA), undefined)
+  ifneq ($(wildcard ../shared/data),)
+    export MLBOOK_DATA := $(abspath ../shared/data)
+  endif
+endif
+export MLBOOK_CACHE ?= $(abspath _build/cache)
+export PYTHONHASHSEED := 0
+export MPLBACKEND := Agg
+
+# Notebooks are the .ipynb chapters listed in _toc.yml, in book order.
+NOTEBOOKS = $(shell $(PY) -c "import re,pathlib;print(' '.join(f+'.ipynb' for f in re.findall(r'file:\s*(\S+)', pathlib.Path('_toc.yml').read_text()) if pathlib.Path(f+'.ipynb').is_file()))")
+
+.PHONY: install book test unit nbval strict lint lab clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[book,test,dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## book: execute every chapter (cached) and build the HTML into _build/html
+book: $(STAMP)
+	$(BIN)/jupyter-book build . --path-output . --builder html
+	@echo "Open _build/html/index.html"
+
+## test: unit tests, every notebook under nbval, and a strict (warnings-as-errors) build
+test: unit nbval strict
+
+unit: $(STAMP)
+	$(BIN)/pytest tests -q
+
+nbval: $(STAMP)
+	@test -n "$(NOTEBOOKS)" || { echo "no notebooks listed in _toc.yml"; exit 0; }
+	$(BIN)/pytest --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider $(NOTEBOOKS) -q
+
+# The strict build reuses _config.yml with execution switched off (nbval already ran the
+# chapters): broken cross-references, citations and toc entries fail it.
+strict: $(STAMP)
+	@mkdir -p _build
+	$(PY) -c "import yaml; c = yaml.safe_load(open('_config.yml')); c['execute']['execute_notebooks'] = 'off'; yaml.safe_dump(c, open('_build/strict_config.yml', 'w'))"
+	$(BIN)/jupyter-book build . --path-output _build/strict --builder html --all --warningiserror --keep-going --config _build/strict_config.yml
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab book/
+
+clean:
+	rm -rf _build

@@ -1,0 +1,57 @@
+"""Shared fixtures. Every test runs with the network cut off: a connection attempt raises."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class NetworkBlockedError(RuntimeError):
+    """Raised when a test tries to open a network connection."""
+
+
+def _blocked(*args, **kwargs):
+    raise NetworkBlockedError(
+        "tests must not touch the network: write the files the test needs into tmp_path instead"
+    )
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Make every socket connection (TCP, UDP connect, DNS through create_connection) fail."""
+    monkeypatch.setattr(socket.socket, "connect", _blocked)
+    monkeypatch.setattr(socket.socket, "connect_ex", _blocked)
+    monkeypatch.setattr(socket, "create_connection", _blocked)
+    monkeypatch.setattr(socket, "getaddrinfo", _blocked)
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _small_and_seeded():
+    """Keep unit tests fast and reproducible on 2 cores."""
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real data folder (MLBOOK_DATA or ../shared/data); skips when absent."""
+    env = os.environ.get("MLBOOK_DATA")
+    root = Path(env) if env else REPO.parent / "shared" / "data"
+    if not root.is_dir():
+        pytest.skip("real data not available: set MLBOOK_DATA to the shared data folder")
+    return root
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch) -> Path:
+    """A private MLBOOK_CACHE so tests never see or leave derived files elsewhere."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MLBOOK_CACHE", str(cache))
+    return cache
