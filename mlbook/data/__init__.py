@@ -1,1 +1,42 @@
-"""mlbook.data"""
+"""mlbook.data: Omniglot, few-shot episodes, sinusoid tasks, photos and digits.
+
+Every loader reads raw files from :func:`mlbook.data_root` (``MLBOOK_DATA``), verifies them
+by sha256, and caches derived tensors under :func:`mlbook.cache_dir`.
+"""
+
+from mlbook.data._files import safe_extract_zip, sha256sum, verify_sha256
+from mlbook.data.episodes import (
+    Episode,
+    EpisodeSampler,
+    fixed_episodes,
+    iter_fixed_episodes,
+    sample_episodes,
+)
+from mlbook.data.omniglot import (
+    OmniglotSplit,
+    lake_split,
+    load_omniglot,
+    omniglot_standard_split,
+    rotate_classes,
+    standard_split_ids,
+)
+from mlbook.data.sinusoid import SinusoidBatch, SinusoidTasks
+
+__all__ = [
+    "Episode",
+    "EpisodeSampler",
+    "OmniglotSplit",
+    "SinusoidBatch",
+    "SinusoidTasks",
+    "fixed_episodes",
+    "iter_fixed_episodes",
+    "lake_split",
+    "load_omniglot",
+    "omniglot_standard_split",
+    "rotate_classes",
+    "safe_extract_zip",
+    "sample_episodes",
+    "sha256sum",
+    "standard_split_ids",
+    "verify_sha256",
+]

@@ -1,0 +1,268 @@
+"""Omniglot (Lake, Salakhutdinov & Tenenbaum 2015): 1,623 handwritten characters x 20 drawers.
+
+Conventions used everywhere in mlbook
+-------------------------------------
+* Images are float32 with **ink = 1.0 and background = 0.0** (the raw files store the
+  opposite, True = white background), shape ``[characters, 20, 1, S, S]``.
+* Resizing from 105x105 to ``S x S`` averages areas (``F.interpolate(mode="area")``), so a
+  pixel's value is the fraction of ink under it.
+* Lake's split: 964 "background" characters (30 alphabets) for learning, 659 "evaluation"
+  characters (20 alphabets) for testing (:func:`lake_split`).
+* The MAML/ProtoNets split (Vinyals et al. 2016, Finn et al. 2017): 1,200 characters of the
+  pooled 1,623 for meta-training (x4 rotations), 423 for testing (:func:`omniglot_standard_split`).
+
+Raw data: ``<data_root>/omniglot/images_{background,evaluation}.npz`` (see that folder's
+``SOURCE.md``). The resized tensor is cached as ``cache_dir("omniglot")/{split}_{S}.pt``.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mlbook._env import cache_dir, data_root, require_files
+from mlbook.data._files import atomic_write_bytes_from, sha256sum, verify_sha256
+
+SPLITS = ("background", "evaluation")
+NUM_CHARACTERS = {"background": 964, "evaluation": 659}
+DRAWERS = 20
+RAW_SIZE = 105
+#: sha256 of the npz files (``bitsandscraps/omniglot`` @ 9514cfd; see ``omniglot/SOURCE.md``).
+NPZ_SHA256 = {
+    "background": "8bf84167413cd00beacdce3fe582f780ab538d8dbef043a6d688f2527bbce199",
+    "evaluation": "0b84c7ffd94c4841c0040e529c86a82eaaccb986d8eadad5673f7991b7475276",
+}
+#: Extra array in an npz converted from Lake's PNGs by :mod:`mlbook.data.omniglot_png`.
+CONVERTED_MARKER = "converted_by_mlbook"
+_RESIZE_CHUNK = 2048  # images per F.interpolate call: ~90 MB of float32 at 105x105
+
+
+@dataclass
+class OmniglotSplit:
+    """One of Lake's two splits, resized.
+
+    Attributes
+    ----------
+    images
+        float32 ``[C, 20, 1, S, S]``, ink 1.0, background 0.0. Row ``i`` is the character with
+        original id ``i + 1`` (background) or ``i + 965`` (evaluation); column ``j`` is drawer
+        ``j + 1``.
+    alphabet
+        Alphabet (folder) name of each of the ``C`` characters, e.g. ``"Arcadian"``.
+    split
+        ``"background"`` or ``"evaluation"``.
+    """
+
+    images: torch.Tensor
+    alphabet: list[str]
+    split: str
+
+    @property
+    def num_characters(self) -> int:
+        return self.images.shape[0]
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown Omniglot split {split!r}; valid splits are {list(SPLITS)}")
+
+
+def _check_image_size(image_size: int) -> None:
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
+        raise ValueError(f"image_size must be a positive int (e.g. 28), got {image_size!r}")
+
+
+def alphabet_table() -> list[dict[str, str]]:
+    """The 50 rows of ``alphabets.csv`` (shipped with the package) as dictionaries."""
+    text = resources.files("mlbook.data").joinpath("omniglot_alphabets.csv").read_text()
+    return list(csv.DictReader(text.splitlines()))
+
+
+def alphabet_names(split: str) -> list[str]:
+    """Alphabet name of every character of ``split``, in npz row order."""
+    _check_split(split)
+    names: list[str] = [""] * NUM_CHARACTERS[split]
+    for row in alphabet_table():
+        if row["split"] == split:
+            for i in range(int(row["npz_first_index"]), int(row["npz_last_index"]) + 1):
+                names[i] = row["alphabet"]
+    if "" in names:  # the shipped table covers every character; a broken copy must not pass
+        raise ValueError(f"omniglot_alphabets.csv does not cover every {split} character")
+    return names
+
+
+def ink_from_raw(raw: np.ndarray | torch.Tensor, image_size: int) -> torch.Tensor:
+    """Raw bool images (True = background) ``[..., 105, 105]`` to float ink ``[..., 1, S, S]``.
+
+    Resizes by area averaging, in chunks of a few thousand images to bound memory.
+    """
+    raw = torch.as_tensor(np.asarray(raw))
+    lead = raw.shape[:-2]
+    flat = raw.reshape(-1, 1, *raw.shape[-2:])
+    out = torch.empty(flat.shape[0], 1, image_size, image_size, dtype=torch.float32)
+    for start in range(0, flat.shape[0], _RESIZE_CHUNK):
+        ink = (~flat[start : start + _RESIZE_CHUNK]).float()
+        if ink.shape[-1] != image_size or ink.shape[-2] != image_size:
+            ink = F.interpolate(ink, size=(image_size, image_size), mode="area")
+        out[start : start + ink.shape[0]] = ink
+    return out.reshape(*lead, 1, image_size, image_size)
+
+
+def raw_npz_path(split: str, root: str | Path | None = None, download: bool = False) -> Path:
+    """Path of ``images_{split}.npz``, downloading and converting it first if asked.
+
+    Raises
+    ------
+    DataNotFoundError
+        If the file is missing and ``download`` is false.
+    """
+    _check_split(split)
+    folder = Path(root) if root is not None else data_root() / "omniglot"
+    name = f"images_{split}.npz"
+    if download and not (folder / name).is_file():
+        from mlbook.data.omniglot_png import download_omniglot_npz
+
+        download_omniglot_npz(split, folder / name)
+    require_files(
+        folder,
+        [name],
+        hint="or call load_omniglot(..., download=True) to fetch and convert Lake's PNG archive",
+    )
+    return folder / name
+
+
+def _converted_here(path: Path) -> bool:
+    """Whether ``path`` is an npz this package wrote from a download (it has a marker)."""
+    try:
+        with np.load(path) as npz:
+            return CONVERTED_MARKER in npz.files
+    except Exception:  # not even a readable npz: certainly not ours
+        return False
+
+
+def load_raw_omniglot(split: str, root: str | Path | None = None, download: bool = False,
+                      verify: bool = True) -> np.ndarray:
+    """The raw bool array ``[C, 20, 105, 105]`` (True = background) of one split.
+
+    The sha256 of the shared npz is checked when ``verify`` is true, except for a file this
+    package converted itself from a download (its bytes are not the published ones); its
+    shape is checked in every case.
+    """
+    path = raw_npz_path(split, root, download)
+    if verify and sha256sum(path) != NPZ_SHA256[split] and not _converted_here(path):
+        verify_sha256(path, NPZ_SHA256[split])  # raises, naming both digests
+    with np.load(path) as npz:
+        raw = npz["images"]
+    expected = (NUM_CHARACTERS[split], DRAWERS, RAW_SIZE, RAW_SIZE)
+    if raw.shape != expected or raw.dtype != np.bool_:
+        raise ValueError(
+            f"{path} holds images of shape {raw.shape} and dtype {raw.dtype}, expected bool "
+            f"{expected}; delete it and download it again."
+        )
+    return raw
+
+
+def load_omniglot(split: str = "background", image_size: int = 28,
+                  root: str | Path | None = None, download: bool = False) -> OmniglotSplit:
+    """Load one of Lake's Omniglot splits as float ink images, resized and cached.
+
+    Parameters
+    ----------
+    split
+        ``"background"`` (964 characters, 30 alphabets) or ``"evaluation"`` (659, 20).
+    image_size
+        Side ``S`` of the square output in pixels (28 in MAML/ProtoNets; 105 = no resizing).
+    root
+        Folder holding ``images_{split}.npz``; default ``<data_root>/omniglot``.
+    download
+        Fetch Lake's PNG archive with torchvision and convert it when the npz is missing.
+
+    Returns
+    -------
+    OmniglotSplit
+        ``images`` float32 ``[C, 20, 1, S, S]`` (ink 1.0, background 0.0), ``alphabet``
+        (one name per character) and ``split``.
+
+    Notes
+    -----
+    The first call verifies the npz checksum, resizes all images (a few seconds) and saves
+    ``cache_dir("omniglot")/{split}_{S}.pt``; later calls load that file
+    (``torch.load(weights_only=True)``), which takes a fraction of a second.
+    """
+    _check_split(split)
+    _check_image_size(image_size)
+    cached = cache_dir("omniglot") / f"{split}_{image_size}.pt"
+    images = None
+    if cached.is_file():
+        images = torch.load(cached, weights_only=True, map_location="cpu")
+        expected = (NUM_CHARACTERS[split], DRAWERS, 1, image_size, image_size)
+        if not isinstance(images, torch.Tensor) or tuple(images.shape) != expected:
+            images = None  # stale or foreign file: rebuild it below rather than trust it
+    if images is None:
+        images = ink_from_raw(load_raw_omniglot(split, root, download), image_size)
+        atomic_write_bytes_from(cached, lambda tmp: torch.save(images, tmp))
+    return OmniglotSplit(images=images, alphabet=alphabet_names(split), split=split)
+
+
+def lake_split(image_size: int = 28, root: str | Path | None = None,
+               download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lake's split: (background ``[964, 20, 1, S, S]``, evaluation ``[659, 20, 1, S, S]``)."""
+    return (
+        load_omniglot("background", image_size, root, download).images,
+        load_omniglot("evaluation", image_size, root, download).images,
+    )
+
+
+def standard_split_ids(seed: int = 0, num_train: int = 1200) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled character ids (0..1622) of the meta-training and test characters.
+
+    Id ``i < 964`` is background row ``i``; id ``i >= 964`` is evaluation row ``i - 964``.
+    A ``torch.Generator`` seeded with ``seed`` shuffles the 1,623 ids; the first
+    ``num_train`` are for meta-training, the rest for testing.
+    """
+    total = sum(NUM_CHARACTERS.values())
+    if not isinstance(num_train, int) or not 0 < num_train < total:
+        raise ValueError(f"num_train must be an int in 1..{total - 1}, got {num_train!r}")
+    perm = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+    return perm[:num_train], perm[num_train:]
+
+
+def rotate_classes(images: torch.Tensor) -> torch.Tensor:
+    """Make each class at 0, 90, 180 and 270 degrees its own class: ``[C,...] -> [4C,...]``.
+
+    Class ``c + k * C`` of the output is class ``c`` rotated by ``k * 90`` degrees
+    counter-clockwise (``torch.rot90`` over the last two dimensions).
+    """
+    return torch.cat([torch.rot90(images, k, dims=(-2, -1)) for k in range(4)])
+
+
+def omniglot_standard_split(image_size: int = 28, seed: int = 0, num_train: int = 1200,
+                            rotations: bool = True, root: str | Path | None = None,
+                            download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The MAML/ProtoNets split (Vinyals et al. 2016; Finn et al. 2017).
+
+    Background and evaluation are pooled (1,623 characters) and shuffled with ``seed``
+    (:func:`standard_split_ids`); the first ``num_train`` = 1,200 characters are for
+    meta-training, the other 423 for testing. With ``rotations`` each training character at
+    0/90/180/270 degrees becomes its own class (4,800 training classes), as in those papers;
+    the **test characters stay unrotated** (423 classes). Rotated class ``c + k * 1200`` is
+    character ``c`` turned by ``k * 90`` degrees (:func:`rotate_classes`).
+
+    Returns
+    -------
+    tuple of Tensor
+        train ``[C_tr, 20, 1, S, S]`` (4,800 or 1,200 classes) and test ``[423, 20, 1, S, S]``.
+    """
+    background, evaluation = lake_split(image_size, root, download)
+    pooled = torch.cat([background, evaluation])
+    train_ids, test_ids = standard_split_ids(seed, num_train)
+    train, test = pooled[train_ids], pooled[test_ids]
+    if rotations:
+        train = rotate_classes(train)
+    return train, test
