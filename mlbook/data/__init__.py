@@ -12,6 +12,14 @@ from mlbook.data.episodes import (
     iter_fixed_episodes,
     sample_episodes,
 )
+from mlbook.data.lake_runs import (
+    BPL_ERROR,
+    CONVNET_ERROR,
+    HUMAN_ERROR,
+    OneShotRun,
+    load_one_shot_runs,
+    score_one_shot_runs,
+)
 from mlbook.data.omniglot import (
     OmniglotSplit,
     lake_split,
@@ -23,6 +31,12 @@ from mlbook.data.omniglot import (
 from mlbook.data.sinusoid import SinusoidBatch, SinusoidTasks
 
 __all__ = [
+    "BPL_ERROR",
+    "CONVNET_ERROR",
+    "HUMAN_ERROR",
+    "OneShotRun",
+    "load_one_shot_runs",
+    "score_one_shot_runs",
     "Episode",
     "EpisodeSampler",
     "OmniglotSplit",
