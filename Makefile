@@ -44,8 +44,9 @@ unit: $(STAMP)
 	$(BIN)/pytest tests -q
 
 nbval: $(STAMP)
-	@test -n "$(NOTEBOOKS)" || { echo "no notebooks listed in _toc.yml"; exit 0; }
-	$(BIN)/pytest --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider $(NOTEBOOKS) -q
+	@if [ -z "$(NOTEBOOKS)" ]; then echo "no notebooks listed in _toc.yml"; else \
+	  echo "nbval on: $(NOTEBOOKS)"; \
+	  $(BIN)/pytest --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider --durations=0 $(NOTEBOOKS) -q; fi
 
 # The strict build reuses _config.yml with execution switched off (nbval already ran the
 # chapters): broken cross-references, citations and toc entries fail it.
