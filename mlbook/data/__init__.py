@@ -5,6 +5,7 @@ by sha256, and caches derived tensors under :func:`mlbook.cache_dir`.
 """
 
 from mlbook.data._files import safe_extract_zip, sha256sum, verify_sha256
+from mlbook.data.digits import digits_by_class, load_digits
 from mlbook.data.episodes import (
     Episode,
     EpisodeSampler,
@@ -12,6 +13,7 @@ from mlbook.data.episodes import (
     iter_fixed_episodes,
     sample_episodes,
 )
+from mlbook.data.hymenoptera import hymenoptera_datasets, hymenoptera_root
 from mlbook.data.lake_runs import (
     BPL_ERROR,
     CONVNET_ERROR,
@@ -31,6 +33,10 @@ from mlbook.data.omniglot import (
 from mlbook.data.sinusoid import SinusoidBatch, SinusoidTasks
 
 __all__ = [
+    "digits_by_class",
+    "load_digits",
+    "hymenoptera_datasets",
+    "hymenoptera_root",
     "BPL_ERROR",
     "CONVNET_ERROR",
     "HUMAN_ERROR",
