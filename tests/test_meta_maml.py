@@ -1,0 +1,320 @@
+"""MAML's meta-gradient against mathematics: finite differences, a quadratic, the FO formula."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mlbook.data import Episode
+from mlbook.meta import MAML, functional_forward, inner_update
+from mlbook.models import Conv4
+
+
+def tiny_bn_net() -> nn.Module:
+    """conv -> BN (batch statistics) -> ReLU -> pool -> linear, on 1x4x4 inputs, 3 classes."""
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1),
+        nn.BatchNorm2d(3, track_running_stats=False),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(12, 3),
+    )
+
+
+def tiny_episode(num_tasks=2, ways=3, shots=2, queries=2, side=4, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sx = torch.randn(num_tasks, ways * shots, 1, side, side, generator=g, dtype=dtype)
+    qx = torch.randn(num_tasks, ways * queries, 1, side, side, generator=g, dtype=dtype)
+    sy = torch.arange(ways).repeat_interleave(shots).expand(num_tasks, -1).contiguous()
+    qy = torch.arange(ways).repeat_interleave(queries).expand(num_tasks, -1).contiguous()
+    return Episode(sx, sy, qx, qy)
+
+
+def flat_grad(learner: MAML) -> torch.Tensor:
+    return torch.cat([p.grad.reshape(-1) for p in learner.meta_parameters()])
+
+
+def directional_check(learner: MAML, episode, analytic: torch.Tensor, directions=6, eps=1e-6):
+    """Compare ``analytic . v`` with central differences of the meta-loss along random ``v``.
+
+    Random directions (plus the steepest one, ``v = analytic``) test every component of the
+    gradient with a few loss evaluations instead of two per coordinate.
+    """
+    g = torch.Generator().manual_seed(123)
+    n = analytic.numel()
+    vs = [torch.randn(n, generator=g, dtype=torch.float64) for _ in range(directions)]
+    vs.append(analytic / analytic.norm())
+    params = learner.meta_parameters()
+    base = [p.detach().clone() for p in params]
+
+    def loss_at(v: torch.Tensor, scale: float) -> float:
+        with torch.no_grad():
+            offset = 0
+            for p, b in zip(params, base, strict=True):
+                p.copy_(b + scale * v[offset:offset + p.numel()].view_as(p))
+                offset += p.numel()
+            value = learner.meta_loss(episode)[0].item()
+            for p, b in zip(params, base, strict=True):
+                p.copy_(b)
+        return value
+
+    for v in vs:
+        numeric = (loss_at(v, eps) - loss_at(v, -eps)) / (2 * eps)
+        exact = float(analytic @ v)
+        assert abs(numeric - exact) <= 1e-6 * max(1.0, abs(exact)), (numeric, exact)
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+@pytest.mark.parametrize("fast", [False, True])
+def test_meta_gradient_matches_finite_differences_with_batch_norm(steps, fast):
+    torch.manual_seed(1)
+    learner = MAML(tiny_bn_net().double(), inner_lr=0.3, inner_steps=steps, fast=fast, threads=2)
+    episode = tiny_episode()
+    loss, acc = learner.meta_loss(episode)
+    loss.backward()
+    analytic = flat_grad(learner)
+    assert 0.0 <= acc <= 1.0
+    assert analytic.abs().max() > 1e-3  # a real, non-trivial gradient
+    directional_check(learner, episode, analytic)
+
+
+def test_meta_sgd_learning_rates_match_finite_differences():
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    learner = MAML(net, inner_lr=0.2, inner_steps=2, learn_inner_lr=True, fast=False)
+    g = torch.Generator().manual_seed(0)
+    episode = Episode(torch.randn(2, 4, 3, generator=g, dtype=torch.float64),
+                      torch.tensor([[0, 1, 0, 1]] * 2),
+                      torch.randn(2, 6, 3, generator=g, dtype=torch.float64),
+                      torch.tensor([[0, 1, 0, 1, 0, 1]] * 2))
+    learner.meta_loss(episode)[0].backward()
+    assert all(p.grad is not None for p in learner.inner_lrs.values())
+    directional_check(learner, episode, flat_grad(learner))
+
+
+def quadratic_setup(n=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    m = torch.randn(n, n, generator=g, dtype=torch.float64)
+    a = m @ m.T / n + torch.eye(n, dtype=torch.float64)  # the Hessian of L_tr (symmetric)
+    c = torch.randn(n, n, generator=g, dtype=torch.float64)  # L_te need not be symmetric
+    b, d = (torch.randn(n, generator=g, dtype=torch.float64) for _ in range(2))
+    theta = torch.randn(n, generator=g, dtype=torch.float64, requires_grad=True)
+    return a, b, c, d, theta
+
+
+def quadratic_loss(theta: torch.Tensor, coefficients) -> torch.Tensor:
+    """0.5 theta^T M theta - v^T theta for ``coefficients = (M, v)``."""
+    m, v = coefficients
+    return 0.5 * theta @ m @ theta - v @ theta
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_second_order_matches_quadratic_formula(steps):
+    a, b, c, d, theta = quadratic_setup()
+    alpha = 0.1
+    fmodel = lambda params, x: params["theta"]  # noqa: E731 - the "network" is theta itself
+    phi = inner_update(fmodel, {"theta": theta}, None, (a, b), quadratic_loss, alpha, steps)
+    (grad,) = torch.autograd.grad(quadratic_loss(phi["theta"], (c, d)), theta)
+
+    # phi_{j+1} = (I - alpha A) phi_j + alpha b, so d phi / d theta = (I - alpha A)^steps and
+    # the meta-gradient is ((I - alpha A)^steps)^T grad L_te(phi),
+    # with grad L_te = 0.5 (C + C^T) phi - d.
+    jac = torch.linalg.matrix_power(torch.eye(5, dtype=torch.float64) - alpha * a, steps)
+    phi_ref = theta.detach()
+    for _ in range(steps):
+        phi_ref = phi_ref - alpha * (a @ phi_ref - b)
+    expected = jac.T @ (0.5 * (c + c.T) @ phi_ref - d)
+    torch.testing.assert_close(phi["theta"].detach(), phi_ref, rtol=0, atol=1e-12)
+    assert (grad - expected).abs().max() < 1e-10
+    # and it is not the first-order answer (the test would catch a detached inner gradient)
+    assert (grad - (0.5 * (c + c.T) @ phi_ref - d)).abs().max() > 1e-3
+
+
+def test_first_order_is_query_gradient_at_adapted_weights():
+    torch.manual_seed(3)
+    net = tiny_bn_net().double()
+    learner = MAML(net, inner_lr=0.3, inner_steps=2, first_order=True, fast=True, threads=2)
+    episode = tiny_episode(num_tasks=3)
+    learner.meta_loss(episode)[0].backward()
+    got = flat_grad(learner)
+
+    f = functional_forward(net)
+    expected = torch.zeros_like(got)
+    for t in range(3):
+        phi = {n: p.detach().clone().requires_grad_() for n, p in net.named_parameters()}
+        for _ in range(2):  # two plain SGD steps on the support set, no graph
+            loss = F.cross_entropy(f(phi, episode.support_x[t]), episode.support_y[t])
+            grads = torch.autograd.grad(loss, list(phi.values()))
+            phi = {n: (p - 0.3 * g).detach().requires_grad_()
+                   for (n, p), g in zip(phi.items(), grads, strict=True)}
+        qloss = F.cross_entropy(f(phi, episode.query_x[t]), episode.query_y[t])
+        qgrads = torch.autograd.grad(qloss, list(phi.values()))
+        expected += torch.cat([g.reshape(-1) for g in qgrads]) / 3
+    assert (got - expected).abs().max() < 1e-12
+
+
+def reference_meta_gradient(model, episode, alpha, steps):
+    """The textbook loop: functional_call + autograd.grad(create_graph=True), per task."""
+    params = dict(model.named_parameters())
+    losses = []
+    for t in range(episode.support_x.shape[0]):
+        phi = params
+        for _ in range(steps):
+            out = torch.func.functional_call(model, phi, (episode.support_x[t],))
+            grads = torch.autograd.grad(F.cross_entropy(out, episode.support_y[t]),
+                                        list(phi.values()), create_graph=True)
+            phi = {n: p - alpha * g for (n, p), g in zip(phi.items(), grads, strict=True)}
+        out = torch.func.functional_call(model, phi, (episode.query_x[t],))
+        losses.append(F.cross_entropy(out, episode.query_y[t]))
+    loss = torch.stack(losses).mean()
+    return loss.detach(), torch.autograd.grad(loss, list(params.values()))
+
+
+def omniglot_like_episode(num_tasks=4, ways=5, queries=3, dtype=torch.float64):
+    """5-way 1-shot tasks of 1x16x16 images (the smallest side Conv4 takes, to stay fast)."""
+    return tiny_episode(num_tasks, ways, 1, queries, side=16, dtype=dtype, seed=5)
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_fast_path_equals_plain_loop_float64(steps):
+    torch.manual_seed(4)
+    model = Conv4(1, hidden=8, num_classes=5, track_running_stats=False, image_size=16).double()
+    episode = omniglot_like_episode()
+    ref_loss, ref_grads = reference_meta_gradient(model, episode, 0.4, steps)
+    for fast in (True, False):
+        learner = MAML(model, inner_lr=0.4, inner_steps=steps, fast=fast, threads=2)
+        model.zero_grad()
+        loss, _ = learner.meta_loss(episode)
+        loss.backward()
+        assert abs(loss.item() - ref_loss.item()) < 1e-12
+        worst = max((p.grad - g).abs().max().item()
+                    for p, g in zip(model.parameters(), ref_grads, strict=True))
+        assert worst < 1e-10, (fast, worst)
+
+
+def test_fast_path_with_threads_float32():
+    torch.manual_seed(5)
+    model = Conv4(1, hidden=8, num_classes=5, track_running_stats=False, image_size=16)
+    episode = omniglot_like_episode(num_tasks=6, dtype=torch.float32)
+    _, ref_grads = reference_meta_gradient(model, episode, 0.4, 1)
+    learner = MAML(model, inner_lr=0.4, threads=2)
+    model.zero_grad()
+    learner.meta_loss(episode)[0].backward()
+    for p, g in zip(model.parameters(), ref_grads, strict=True):
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6)
+    assert torch.get_num_threads() >= 1
+
+
+def test_anil_adapts_only_the_head():
+    model = Conv4(1, hidden=4, num_classes=5, track_running_stats=False, image_size=16).double()
+    learner = MAML(model, inner_lr=0.4, inner_steps=2, adapt="head")
+    episode = omniglot_like_episode(num_tasks=2)
+    phi = learner.adapt(episode.support_x[0], episode.support_y[0])
+    theta = learner.params()
+    assert learner.adapt_names == ["head.weight", "head.bias"]
+    for name in theta:
+        if name.startswith("head."):
+            assert not torch.equal(phi[name], theta[name]), name
+        else:
+            assert phi[name] is theta[name], name
+    # the body is still meta-trained (through the head's inner steps and the query loss)
+    learner.meta_loss(episode)[0].backward()
+    assert model.features[0][0].weight.grad.abs().sum() > 0
+
+
+def test_meta_sgd_rates_get_gradients_and_start_at_inner_lr():
+    model = Conv4(1, hidden=4, num_classes=5, track_running_stats=False, image_size=16)
+    learner = MAML(model, inner_lr=0.1, learn_inner_lr=True)
+    assert len(learner.inner_lrs) == len(list(model.parameters()))
+    assert all(torch.all(r == 0.1) for r in learner.inner_lrs.values())
+    learner.meta_loss(omniglot_like_episode(num_tasks=2, dtype=torch.float32))[0].backward()
+    assert all(r.grad is not None and r.grad.abs().sum() > 0 for r in learner.inner_lrs.values())
+
+
+def test_regression_fast_equals_plain_and_reports_nan_accuracy():
+    torch.manual_seed(6)
+    mlp = nn.Sequential(nn.Linear(1, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU(),
+                        nn.Linear(40, 1)).double()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(5, 20, 1, generator=g, dtype=torch.float64) * 10 - 5
+    y = torch.sin(x) * torch.rand(5, 1, 1, generator=g, dtype=torch.float64) * 5
+    episode = Episode(x[:, :10], y[:, :10], x[:, 10:], y[:, 10:])
+    grads = []
+    for fast in (False, True):
+        learner = MAML(mlp, inner_lr=0.01, loss_fn=F.mse_loss, fast=fast, threads=2)
+        mlp.zero_grad()
+        loss, acc = learner.meta_loss(episode)
+        loss.backward()
+        assert math.isnan(acc)
+        grads.append(torch.cat([p.grad.reshape(-1) for p in mlp.parameters()]))
+    assert (grads[0] - grads[1]).abs().max() < 1e-10
+
+
+def test_evaluate_episode_scores_tasks_and_uses_more_steps():
+    model = Conv4(1, hidden=8, num_classes=5, track_running_stats=False, image_size=16)
+    learner = MAML(model, inner_lr=0.4)
+    episode = omniglot_like_episode(num_tasks=3, dtype=torch.float32)
+    one, many = learner.evaluate_episode(episode), learner.evaluate_episode(episode, inner_steps=5)
+    assert one.shape == (3,) and ((one >= 0) & (one <= 1)).all()
+    # on its own support set (as query), 5 steps fit better than 1
+    on_support = Episode(episode.support_x, episode.support_y, episode.support_x, episode.support_y)
+    fit5, fit1 = learner.evaluate_episode(on_support, 5), learner.evaluate_episode(on_support, 1)
+    assert fit5.mean() >= fit1.mean()
+    assert many.shape == (3,)
+    assert all(p.grad is None for p in model.parameters())  # evaluation leaves no gradients
+
+
+def test_functional_forward_matches_module():
+    conv = Conv4(1, hidden=8, num_classes=5, track_running_stats=False, image_size=16).train()
+    x = torch.randn(7, 1, 16, 16)
+    f = functional_forward(conv)
+    assert f.thread_safe
+    torch.testing.assert_close(f(dict(conv.named_parameters()), x), conv(x), rtol=0, atol=0)
+
+    class Odd(nn.Module):  # not a Sequential: falls back to functional_call
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.lin(x).tanh()
+
+    odd = Odd()
+    g = functional_forward(odd)
+    assert not g.thread_safe
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(g(dict(odd.named_parameters()), x), odd(x))
+
+
+def test_bad_input_raises_clear_errors():
+    model = Conv4(1, hidden=4, num_classes=5, track_running_stats=False, image_size=16)
+    with pytest.raises(ValueError, match="inner_steps"):
+        MAML(model, inner_steps=0)
+    with pytest.raises(ValueError, match="adapt must be"):
+        MAML(model, adapt="body")
+    with pytest.raises(ValueError, match="inner_lr"):
+        MAML(model, inner_lr=-0.1)
+    with pytest.raises(ValueError, match="track_running_stats=False"):
+        MAML(Conv4(1, hidden=4, num_classes=5, image_size=16))
+    with pytest.raises(ValueError, match="head"):
+        MAML(nn.Sequential(nn.Linear(2, 2)), adapt="head")
+    learner = MAML(model)
+    ep = omniglot_like_episode(num_tasks=2, dtype=torch.float32)
+    with pytest.raises(ValueError, match="same number"):
+        learner.meta_loss(Episode(ep.support_x, ep.support_y[:1], ep.query_x, ep.query_y))
+    with pytest.raises(ValueError, match="examples per task"):
+        learner.meta_loss(Episode(ep.support_x, ep.support_y[:, :2], ep.query_x, ep.query_y))
+    with pytest.raises(ValueError, match="task dimension"):
+        learner.meta_loss(Episode(ep.support_x[0], ep.support_y[0], ep.query_x[0], ep.query_y[0]))
+    with pytest.raises(TypeError, match="tensor"):
+        learner.meta_loss((1, 2, 3, 4))
+    with pytest.raises(ValueError, match="steps"):
+        learner.evaluate_episode(ep, inner_steps=0)
+    with pytest.raises(ValueError, match="adapt_names"):
+        inner_update(learner.fmodel, learner.params(), ep.support_x[0], ep.support_y[0],
+                     F.cross_entropy, 0.4, adapt_names=["nope"])
