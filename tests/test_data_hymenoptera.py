@@ -117,12 +117,18 @@ def test_download_path_checks_each_photo(tmp_path, isolated_cache, monkeypatch):
     with pytest.raises(ValueError, match="1 altered.*0013035.jpg"):
         hym.hymenoptera_root(root=tmp_path / "empty", download=True)
     assert not (isolated_cache / "hymenoptera" / "unpacked").exists()  # nothing half-trusted
-    (isolated_cache / "hymenoptera" / "hymenoptera_data.zip").unlink()
+    assert not (isolated_cache / "hymenoptera" / "download" / "hymenoptera_data.zip").exists()
     monkeypatch.setattr(hym, "download_url",
                         lambda url, path: fake_download(url, path, source=good))
     folder = hym.hymenoptera_root(root=tmp_path / "empty", download=True)
     assert fetched == [hym.URL, hym.URL]
     assert len([p for p in folder.rglob("*") if p.is_file()]) == 398
+    # with MLBOOK_DATA unset the data root is the cache: a kept download must not be mistaken
+    # for the shared zip (whose checksum it would fail) when the cache is rebuilt
+    shutil.rmtree(folder.parent)
+    monkeypatch.delenv("MLBOOK_DATA", raising=False)
+    assert hym.hymenoptera_root(download=True) == folder
+    assert fetched == [hym.URL, hym.URL]  # reused, not fetched again
 
 
 def test_verify_images_reports_missing_files(tmp_path):

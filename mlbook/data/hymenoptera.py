@@ -92,14 +92,18 @@ def hymenoptera_root(root: str | Path | None = None, download: bool = False) -> 
         return folder
     zip_dir = Path(root) if root is not None else data_root() / "hymenoptera"
     zip_path = zip_dir / "hymenoptera_data.zip"
-    downloaded = False
-    if download and not zip_path.is_file():
-        zip_path = download_url(URL, cache_dir("hymenoptera") / "hymenoptera_data.zip")
-        downloaded = True
-    if not downloaded:
+    # The tutorial's zip has other bytes than the shared one, so it is kept apart from
+    # zip_dir (which may be the cache itself) and checked photo by photo only.
+    downloaded = cache_dir("hymenoptera", "download") / "hymenoptera_data.zip"
+    if zip_path.is_file():
+        verify_sha256(zip_path, ZIP_SHA256)
+    elif download:
+        if not downloaded.is_file():
+            download_url(URL, downloaded)
+        zip_path = downloaded
+    else:
         require_files(zip_dir, ["hymenoptera_data.zip"],
                       hint="or call with download=True to fetch the tutorial's zip")
-        verify_sha256(zip_path, ZIP_SHA256)
     if unpacked.exists():  # an earlier extraction whose photo check did not finish or failed
         shutil.rmtree(unpacked)
     safe_extract_zip(zip_path, unpacked)
@@ -107,6 +111,8 @@ def hymenoptera_root(root: str | Path | None = None, download: bool = False) -> 
         verify_images(unpacked)
     except ValueError:
         shutil.rmtree(unpacked, ignore_errors=True)
+        if zip_path == downloaded:  # ours to delete, so that the next call downloads again
+            downloaded.unlink(missing_ok=True)
         raise
     (unpacked / _VERIFIED).write_text("all photos matched hymenoptera_data.sha256\n")
     return folder
