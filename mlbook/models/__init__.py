@@ -1,5 +1,15 @@
 """Backbones: the 4-block ConvNet, a small ResNet and pretrained networks by name."""
 
 from mlbook.models.conv4 import Conv4, conv_block
+from mlbook.models.resnet import BasicBlock, ResNet, small_resnet
+from mlbook.models.torchvision_models import classification_models, torchvision_model
 
-__all__ = ["Conv4", "conv_block"]
+__all__ = [
+    "BasicBlock",
+    "Conv4",
+    "ResNet",
+    "classification_models",
+    "conv_block",
+    "small_resnet",
+    "torchvision_model",
+]

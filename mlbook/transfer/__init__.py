@@ -1,1 +1,43 @@
-"""mlbook.transfer"""
+"""mlbook.transfer: pretraining, feature extraction, fine-tuning and few-shot evaluation.
+
+- :mod:`~mlbook.transfer.pretrain`: :func:`fit`, supervised training with resume.
+- :mod:`~mlbook.transfer.features`: :func:`extract_features`, :class:`LinearProbe`,
+  :class:`NearestCentroid`.
+- :mod:`~mlbook.transfer.finetune`: :func:`replace_head`, :func:`freeze`,
+  :func:`unfreeze_last`, :func:`layerwise_param_groups`.
+- :mod:`~mlbook.transfer.objective`: :class:`RegularisedObjective`, :class:`L2SP`.
+"""
+
+from mlbook.transfer.features import LinearProbe, NearestCentroid, extract_features
+from mlbook.transfer.finetune import (
+    batchnorm_eval,
+    blocks,
+    find_head,
+    freeze,
+    layerwise_param_groups,
+    replace_head,
+    trainable_parameters,
+    unfreeze_all,
+    unfreeze_last,
+)
+from mlbook.transfer.objective import L2SP, RegularisedObjective
+from mlbook.transfer.pretrain import fit, tensor_batches
+
+__all__ = [
+    "L2SP",
+    "LinearProbe",
+    "NearestCentroid",
+    "RegularisedObjective",
+    "batchnorm_eval",
+    "blocks",
+    "extract_features",
+    "find_head",
+    "fit",
+    "freeze",
+    "layerwise_param_groups",
+    "replace_head",
+    "tensor_batches",
+    "trainable_parameters",
+    "unfreeze_all",
+    "unfreeze_last",
+]
