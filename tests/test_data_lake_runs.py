@@ -11,6 +11,7 @@ import torch
 from conftest import REPO
 
 import mlbook
+from mlbook.data import lake_runs
 from mlbook.data.lake_runs import (
     BPL_ERROR,
     CONVNET_ERROR,
@@ -95,3 +96,24 @@ def test_missing_and_corrupted_zip(tmp_path, runs105):
         f.write(b"x")
     with pytest.raises(ValueError, match="checksum mismatch"):
         load_one_shot_runs(root=tmp_path)
+
+
+def test_download_is_checked(tmp_path, isolated_cache, runs105, monkeypatch):
+    """download=True without the network: stand-in downloads, one corrupted, one good."""
+    root, _ = runs105
+    payloads = [b"not a zip", open(f"{root}/all_runs.zip", "rb").read()]
+    fetched = []
+
+    def fake_download(url, path):
+        fetched.append(url)
+        path.write_bytes(payloads[len(fetched) - 1])
+        return path
+
+    monkeypatch.setattr(lake_runs, "download_url", fake_download)
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        load_one_shot_runs(root=tmp_path, download=True)
+    assert not (isolated_cache / "omniglot" / "all_runs.zip").exists()  # bad copy removed
+    runs = load_one_shot_runs(root=tmp_path, download=True)
+    assert len(runs) == 20 and fetched == [lake_runs.RUNS_URL] * 2
+    assert lake_runs._runs_zip(tmp_path, download=True, verify=True).is_file()
+    assert len(fetched) == 2  # kept in the cache, not fetched again

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mlbook._env import data_root, require_files
-from mlbook.data._files import verify_sha256
+from mlbook._env import cache_dir, data_root, require_files
+from mlbook.data._files import download_url, verify_sha256
 from mlbook.data.omniglot import _check_image_size, ink_from_raw
 
 #: Error rate of people on the 20 runs (Lake et al. 2015).
@@ -35,6 +35,9 @@ BPL_ERROR = 0.033
 CONVNET_ERROR = 0.135
 #: sha256 of ``all_runs.zip`` (``brendenlake/omniglot`` @ 057f034; see ``omniglot/SOURCE.md``).
 ALL_RUNS_SHA256 = "437c1eeab0af8484112e1b4cc0f3d541ec727f7c47b9b202da738af9dfd6c325"
+#: Where online readers get ``all_runs.zip`` (the same bytes, checked by sha256).
+RUNS_URL = ("https://raw.githubusercontent.com/brendenlake/omniglot/master/python/"
+            "one-shot-classification/all_runs.zip")
 NUM_RUNS, WAYS = 20, 20
 
 
@@ -82,8 +85,28 @@ def _parse_labels(text: str, run: str) -> torch.Tensor:
     return torch.tensor([answers[i] for i in range(WAYS)], dtype=torch.int64)
 
 
+def _runs_zip(root: str | Path | None, download: bool, verify: bool) -> Path:
+    folder = Path(root) if root is not None else data_root() / "omniglot"
+    path = folder / "all_runs.zip"
+    if path.is_file() or not download:
+        require_files(folder, ["all_runs.zip"],
+                      hint="or call load_one_shot_runs(download=True) to fetch it")
+        if verify:
+            verify_sha256(path, ALL_RUNS_SHA256)
+        return path
+    path = cache_dir("omniglot") / "all_runs.zip"
+    if not path.is_file():
+        download_url(RUNS_URL, path)
+    try:
+        verify_sha256(path, ALL_RUNS_SHA256)  # always: a download is never trusted unchecked
+    except ValueError:
+        path.unlink()
+        raise
+    return path
+
+
 def load_one_shot_runs(image_size: int = 28, root: str | Path | None = None,
-                       verify: bool = True) -> list[OneShotRun]:
+                       verify: bool = True, download: bool = False) -> list[OneShotRun]:
     """Read Lake's 20 one-shot runs from ``all_runs.zip`` (no extraction).
 
     Parameters
@@ -94,6 +117,9 @@ def load_one_shot_runs(image_size: int = 28, root: str | Path | None = None,
         Folder holding ``all_runs.zip``; default ``<data_root>/omniglot``.
     verify
         Check the zip's sha256 first.
+    download
+        When the zip is missing, fetch it from Lake's repository into
+        ``cache_dir("omniglot")`` (its sha256 is always checked).
 
     Returns
     -------
@@ -101,11 +127,7 @@ def load_one_shot_runs(image_size: int = 28, root: str | Path | None = None,
         20 runs, each with ``training`` and ``test`` ``[20, 1, S, S]`` and ``answers`` ``[20]``.
     """
     _check_image_size(image_size)
-    folder = Path(root) if root is not None else data_root() / "omniglot"
-    require_files(folder, ["all_runs.zip"])
-    path = folder / "all_runs.zip"
-    if verify:
-        verify_sha256(path, ALL_RUNS_SHA256)
+    path = _runs_zip(root, download, verify)
     runs = []
     with zipfile.ZipFile(path) as zf:
         for r in range(1, NUM_RUNS + 1):
