@@ -188,7 +188,8 @@ def fixed_episodes(images: torch.Tensor, n_way: int, k_shot: int, q_queries: int
     Tasks are drawn one by one from ``torch.Generator().manual_seed(seed)``: the first ``t``
     tasks of a longer evaluation set are exactly the ``t`` tasks of a shorter one. To
     evaluate in pieces, slice (``episode[i:j]``), use :meth:`Episode.chunks` or
-    :func:`iter_fixed_episodes`.
+    :func:`iter_fixed_episodes`. The draws are reproducible for a given PyTorch version
+    (PyTorch does not promise identical random streams across versions).
     """
     return sample_episodes(images, n_way, k_shot, q_queries, num_tasks,
                            torch.Generator().manual_seed(seed), device)

@@ -224,7 +224,9 @@ def standard_split_ids(seed: int = 0, num_train: int = 1200) -> tuple[torch.Tens
 
     Id ``i < 964`` is background row ``i``; id ``i >= 964`` is evaluation row ``i - 964``.
     A ``torch.Generator`` seeded with ``seed`` shuffles the 1,623 ids; the first
-    ``num_train`` are for meta-training, the rest for testing.
+    ``num_train`` are for meta-training, the rest for testing. (``torch.randperm`` gives the
+    same permutation for a seed on every machine with a given PyTorch version; PyTorch does
+    not promise it across versions.)
     """
     total = sum(NUM_CHARACTERS.values())
     if not isinstance(num_train, int) or not 0 < num_train < total:
