@@ -81,7 +81,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> torch.Generator:
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - the global generator is what we seed
     torch.manual_seed(seed)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -89,7 +89,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> torch.Generator:
 
 
 def cache_dir(*parts: str, create: bool = True) -> Path:
-    """Writable folder for derived files: ``$MLBOOK_CACHE`` or ``~/.cache/mlbook``, plus ``parts``."""
+    """Writable folder for derived files: ``$MLBOOK_CACHE`` or ``~/.cache/mlbook``, + ``parts``."""
     base = os.environ.get("MLBOOK_CACHE")
     if base:
         root = Path(base).expanduser()
@@ -121,6 +121,19 @@ def data_root() -> Path:
             )
         return root
     return cache_dir()
+
+
+def should_download(download: bool | None) -> bool:
+    """Resolve a loader's ``download`` argument.
+
+    ``None`` (the loaders' default) means: download missing files only when ``MLBOOK_DATA`` is
+    unset, i.e. for a reader online whose data lives in the cache (Colab, Binder, a laptop).
+    With ``MLBOOK_DATA`` set (offline machines, CI) the data folder is taken as complete and
+    read-only, and a missing file is an error instead of a download attempt.
+    """
+    if download is None:
+        return not os.environ.get("MLBOOK_DATA")
+    return bool(download)
 
 
 def require_files(folder: Path, names: list[str], hint: str = "") -> None:

@@ -29,7 +29,9 @@ def test_device_unavailable_cuda_is_a_clear_error(monkeypatch):
 def test_seed_everything_repeats_all_generators():
     def draw():
         g = mlbook.seed_everything(123)
-        return random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=g).item()
+        legacy_numpy = np.random.rand()  # noqa: NPY002 - checks the global generator is seeded
+        torch_global, torch_own = torch.rand(1).item(), torch.rand(1, generator=g).item()
+        return random.random(), legacy_numpy, torch_global, torch_own
 
     assert draw() == draw()
     with pytest.raises(ValueError, match="non-negative int"):
@@ -90,3 +92,13 @@ def test_checkpoint_refuses_arbitrary_objects(tmp_path):
     torch.save({"x": Payload()}, path)
     with pytest.raises(Exception, match="(?i)weights_only|unsupported"):
         load_checkpoint(path)
+
+
+def test_should_download_only_without_a_data_folder(monkeypatch):
+    from mlbook._env import should_download
+
+    monkeypatch.delenv("MLBOOK_DATA", raising=False)
+    assert should_download(None) is True
+    monkeypatch.setenv("MLBOOK_DATA", "/somewhere")
+    assert should_download(None) is False
+    assert should_download(True) is True and should_download(False) is False

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from mlbook._env import cache_dir, data_root, require_files
+from mlbook._env import cache_dir, data_root, require_files, should_download
 from mlbook.data._files import download_url, safe_extract_zip, sha256sum, verify_sha256
 
 URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
@@ -65,7 +65,7 @@ def verify_images(unpacked: str | Path) -> None:
         )
 
 
-def hymenoptera_root(root: str | Path | None = None, download: bool = False) -> Path:
+def hymenoptera_root(root: str | Path | None = None, download: bool | None = None) -> Path:
     """Folder holding ``train/`` and ``val/`` (each with ``ants/`` and ``bees/``).
 
     The first call verifies and unpacks the zip into ``cache_dir("hymenoptera")/unpacked``
@@ -78,6 +78,7 @@ def hymenoptera_root(root: str | Path | None = None, download: bool = False) -> 
         Folder holding ``hymenoptera_data.zip``; default ``<data_root>/hymenoptera``.
     download
         Fetch the tutorial's zip from download.pytorch.org when it is missing.
+        ``None``: only when ``MLBOOK_DATA`` is unset (see :func:`mlbook._env.should_download`).
 
     Raises
     ------
@@ -97,7 +98,7 @@ def hymenoptera_root(root: str | Path | None = None, download: bool = False) -> 
     downloaded = cache_dir("hymenoptera", "download") / "hymenoptera_data.zip"
     if zip_path.is_file():
         verify_sha256(zip_path, ZIP_SHA256)
-    elif download:
+    elif should_download(download):
         if not downloaded.is_file():
             download_url(URL, downloaded)
         zip_path = downloaded
@@ -141,7 +142,7 @@ def default_transforms():
 
 
 def hymenoptera_datasets(train_transform=None, val_transform=None,
-                         root: str | Path | None = None, download: bool = False,
+                         root: str | Path | None = None, download: bool | None = None,
                          include_gif: bool = True):
     """The train and val splits as torchvision ``ImageFolder`` data sets.
 

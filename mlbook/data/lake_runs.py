@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mlbook._env import cache_dir, data_root, require_files
+from mlbook._env import cache_dir, data_root, require_files, should_download
 from mlbook.data._files import download_url, verify_sha256
 from mlbook.data.omniglot import _check_image_size, ink_from_raw
 
@@ -88,7 +88,7 @@ def _parse_labels(text: str, run: str) -> torch.Tensor:
 def _runs_zip(root: str | Path | None, download: bool, verify: bool) -> Path:
     folder = Path(root) if root is not None else data_root() / "omniglot"
     path = folder / "all_runs.zip"
-    if path.is_file() or not download:
+    if path.is_file() or not should_download(download):
         require_files(folder, ["all_runs.zip"],
                       hint="or call load_one_shot_runs(download=True) to fetch it")
         if verify:
@@ -106,7 +106,7 @@ def _runs_zip(root: str | Path | None, download: bool, verify: bool) -> Path:
 
 
 def load_one_shot_runs(image_size: int = 28, root: str | Path | None = None,
-                       verify: bool = True, download: bool = False) -> list[OneShotRun]:
+                       verify: bool = True, download: bool | None = None) -> list[OneShotRun]:
     """Read Lake's 20 one-shot runs from ``all_runs.zip`` (no extraction).
 
     Parameters
@@ -120,6 +120,7 @@ def load_one_shot_runs(image_size: int = 28, root: str | Path | None = None,
     download
         When the zip is missing, fetch it from Lake's repository into
         ``cache_dir("omniglot")`` (its sha256 is always checked).
+        ``None``: only when ``MLBOOK_DATA`` is unset (see :func:`mlbook._env.should_download`).
 
     Returns
     -------

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mlbook._env import cache_dir, data_root, require_files
+from mlbook._env import cache_dir, data_root, require_files, should_download
 from mlbook.data._files import atomic_write_bytes_from, sha256sum, verify_sha256
 
 SPLITS = ("background", "evaluation")
@@ -114,7 +114,7 @@ def ink_from_raw(raw: np.ndarray | torch.Tensor, image_size: int) -> torch.Tenso
     return out.reshape(*lead, 1, image_size, image_size)
 
 
-def raw_npz_path(split: str, root: str | Path | None = None, download: bool = False) -> Path:
+def raw_npz_path(split: str, root: str | Path | None = None, download: bool | None = None) -> Path:
     """Path of ``images_{split}.npz``, downloading and converting it first if asked.
 
     Raises
@@ -125,7 +125,7 @@ def raw_npz_path(split: str, root: str | Path | None = None, download: bool = Fa
     _check_split(split)
     folder = Path(root) if root is not None else data_root() / "omniglot"
     name = f"images_{split}.npz"
-    if download and not (folder / name).is_file():
+    if should_download(download) and not (folder / name).is_file():
         from mlbook.data.omniglot_png import download_omniglot_npz
 
         download_omniglot_npz(split, folder / name)
@@ -146,7 +146,7 @@ def _converted_here(path: Path) -> bool:
         return False
 
 
-def load_raw_omniglot(split: str, root: str | Path | None = None, download: bool = False,
+def load_raw_omniglot(split: str, root: str | Path | None = None, download: bool | None = None,
                       verify: bool = True) -> np.ndarray:
     """The raw bool array ``[C, 20, 105, 105]`` (True = background) of one split.
 
@@ -169,7 +169,7 @@ def load_raw_omniglot(split: str, root: str | Path | None = None, download: bool
 
 
 def load_omniglot(split: str = "background", image_size: int = 28,
-                  root: str | Path | None = None, download: bool = False) -> OmniglotSplit:
+                  root: str | Path | None = None, download: bool | None = None) -> OmniglotSplit:
     """Load one of Lake's Omniglot splits as float ink images, resized and cached.
 
     Parameters
@@ -182,6 +182,7 @@ def load_omniglot(split: str = "background", image_size: int = 28,
         Folder holding ``images_{split}.npz``; default ``<data_root>/omniglot``.
     download
         Fetch Lake's PNG archive with torchvision and convert it when the npz is missing.
+        ``None``: only when ``MLBOOK_DATA`` is unset (see :func:`mlbook._env.should_download`).
 
     Returns
     -------
@@ -211,7 +212,7 @@ def load_omniglot(split: str = "background", image_size: int = 28,
 
 
 def lake_split(image_size: int = 28, root: str | Path | None = None,
-               download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+               download: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Lake's split: (background ``[964, 20, 1, S, S]``, evaluation ``[659, 20, 1, S, S]``)."""
     return (
         load_omniglot("background", image_size, root, download).images,
@@ -246,7 +247,7 @@ def rotate_classes(images: torch.Tensor) -> torch.Tensor:
 
 def omniglot_standard_split(image_size: int = 28, seed: int = 0, num_train: int = 1200,
                             rotations: bool = True, root: str | Path | None = None,
-                            download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                            download: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The MAML/ProtoNets split (Vinyals et al. 2016; Finn et al. 2017).
 
     Background and evaluation are pooled (1,623 characters) and shuffled with ``seed``
