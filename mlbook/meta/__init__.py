@@ -1,15 +1,30 @@
 """mlbook.meta: meta-learning, one algorithm per module.
 
-* :mod:`mlbook.meta.maml` -- MAML (second and first order), Meta-SGD, ANIL
+* :mod:`mlbook.meta.maml` -- MAML (second and first order); Meta-SGD (``learn_inner_lr=True``)
+  and ANIL (``adapt="head"``) are options of :class:`MAML`
+* :mod:`mlbook.meta.reptile` -- Reptile
+* :mod:`mlbook.meta.protonets` -- Prototypical Networks
 * :mod:`mlbook.meta.functional` -- a network as a pure function ``f(params, x)``
+* :mod:`mlbook.meta.train` -- the meta-training loop and few-shot evaluation for all of them
 """
 
 from mlbook.meta.functional import FunctionalModel, functional_forward
 from mlbook.meta.maml import MAML, inner_update
+from mlbook.meta.protonets import ProtoNet, prototypes, squared_distances
+from mlbook.meta.reptile import Reptile
+from mlbook.meta.train import MetaLearner, episode_scores, evaluate, meta_train
 
 __all__ = [
     "MAML",
     "FunctionalModel",
+    "MetaLearner",
+    "ProtoNet",
+    "Reptile",
+    "episode_scores",
+    "evaluate",
     "functional_forward",
     "inner_update",
+    "meta_train",
+    "prototypes",
+    "squared_distances",
 ]

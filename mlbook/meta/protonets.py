@@ -1,0 +1,131 @@
+"""Prototypical Networks (Snell, Swersky & Zemel 2017).
+
+An encoder ``f`` maps images to embeddings. For a task, each class ``c`` gets a prototype,
+the mean embedding of its support examples,
+
+    p_c = (1 / K) * sum_{i : y_i = c} f(x_i),
+
+and a query ``x`` is classified by a softmax over negative squared Euclidean distances,
+``logits_c(x) = -||f(x) - p_c||^2``. Training minimises the query cross-entropy over episodes;
+nothing adapts at test time (no inner loop), which is why it is fast.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mlbook.meta._tasks import check_episode
+
+
+def prototypes(embeddings: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
+    """Class means of the support embeddings.
+
+    Parameters
+    ----------
+    embeddings
+        ``[S, D]`` support embeddings.
+    labels
+        int64 ``[S]`` with values ``0..n_way-1``, every class present at least once.
+    n_way
+        Number of classes ``N``.
+
+    Returns
+    -------
+    Tensor ``[N, D]``
+        Row ``c`` is the mean embedding of class ``c``.
+
+    Raises
+    ------
+    ValueError
+        If a label is out of range or a class has no support example.
+    """
+    if labels.ndim != 1 or labels.shape[0] != embeddings.shape[0]:
+        raise ValueError(
+            f"labels must be [S] matching embeddings [S, D], got {tuple(labels.shape)} and "
+            f"{tuple(embeddings.shape)}"
+        )
+    if labels.is_floating_point() or labels.min() < 0 or labels.max() >= n_way:
+        raise ValueError(f"labels must be integers in 0..{n_way - 1}, got {labels.tolist()}")
+    counts = torch.bincount(labels, minlength=n_way)
+    if (counts == 0).any():
+        missing = (counts == 0).nonzero().flatten().tolist()
+        raise ValueError(f"classes {missing} have no support example; every class needs one")
+    sums = torch.zeros(n_way, embeddings.shape[1], dtype=embeddings.dtype, device=embeddings.device)
+    sums.index_add_(0, labels, embeddings)
+    return sums / counts.unsqueeze(1).to(embeddings.dtype)
+
+
+def squared_distances(queries: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
+    """``[Q, N]`` matrix of ``||queries[q] - protos[c]||^2``; ``queries [Q, D]``, ``protos [N, D]``.
+
+    Computed from differences rather than ``|a|^2 - 2ab + |b|^2``, which cancels badly when
+    a query sits close to a prototype; with ``D = 64`` and ``N = 5`` it costs nothing.
+    """
+    return (queries.unsqueeze(1) - protos.unsqueeze(0)).pow(2).sum(-1)
+
+
+class ProtoNet(nn.Module):
+    """Prototypical Networks around an embedding network.
+
+    Parameters
+    ----------
+    encoder
+        Maps ``[B, C, H, W]`` to ``[B, D]``, e.g. ``Conv4(num_classes=None)`` (64 features on
+        28x28 Omniglot). Ordinary batch norm (running statistics) is fine: the encoder is put
+        in eval mode for evaluation.
+
+    Notes
+    -----
+    Follows the learner protocol of :func:`mlbook.meta.meta_train`: :meth:`meta_loss` and
+    :meth:`evaluate_episode`.
+    """
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def _embed_episode(self, episode) -> tuple[torch.Tensor, torch.Tensor]:
+        """All support and query images of all tasks in one encoder batch."""
+        sx, qx = episode.support_x, episode.query_x
+        num_tasks, s, q = sx.shape[0], sx.shape[1], qx.shape[1]
+        z = self.encoder(torch.cat([sx.flatten(0, 1), qx.flatten(0, 1)]))
+        if z.ndim != 2:
+            raise ValueError(f"the encoder must return [B, D] embeddings, got {tuple(z.shape)}")
+        return z[: num_tasks * s].view(num_tasks, s, -1), z[num_tasks * s :].view(num_tasks, q, -1)
+
+    def logits(self, episode) -> torch.Tensor:
+        """``[T, Q, N]``: negative squared distances of each query to its task's prototypes."""
+        check_episode(episode)
+        if episode.support_y.is_floating_point():
+            raise ValueError("ProtoNet classifies: support_y must hold integer class ids")
+        n_way = int(episode.support_y.max()) + 1
+        zs, zq = self._embed_episode(episode)
+        return torch.stack([
+            -squared_distances(zq[t], prototypes(zs[t], episode.support_y[t], n_way))
+            for t in range(zs.shape[0])
+        ])
+
+    def meta_loss(self, episode) -> tuple[torch.Tensor, float]:
+        """Mean query cross-entropy over the tasks (a tensor to ``backward()``) and accuracy."""
+        logits = self.logits(episode)
+        loss = F.cross_entropy(logits.flatten(0, 1), episode.query_y.flatten())
+        acc = (logits.argmax(-1) == episode.query_y).float().mean()
+        return loss, float(acc)
+
+    loss = meta_loss
+
+    def predict(self, support_x: torch.Tensor, support_y: torch.Tensor,
+                query_x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[Q, N]`` for one task's queries ``[Q, ...]`` given its support set."""
+        n_way = int(support_y.max()) + 1
+        z = self.encoder(torch.cat([support_x, query_x]))
+        protos = prototypes(z[: len(support_x)], support_y, n_way)
+        return -squared_distances(z[len(support_x) :], protos)
+
+    @torch.no_grad()
+    def evaluate_episode(self, episode, inner_steps: int | None = None) -> torch.Tensor:
+        """Query accuracy per task ``[T]`` (``inner_steps`` is ignored: nothing adapts)."""
+        logits = self.logits(episode)
+        return (logits.argmax(-1) == episode.query_y).float().mean(1).cpu()

@@ -1,0 +1,67 @@
+"""Prototypical Networks: prototypes, distances and loss against direct formulas."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mlbook.data import Episode
+from mlbook.meta import ProtoNet, prototypes, squared_distances
+
+
+@pytest.fixture(autouse=True)
+def one_intra_op_thread():
+    """Tiny models run fastest on one thread (and are not slowed by a busy machine's cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_prototypes_are_class_means():
+    z = torch.tensor([[1.0, 0.0], [3.0, 2.0], [0.0, 5.0], [10.0, 1.0], [2.0, 1.0]])
+    y = torch.tensor([0, 0, 1, 2, 2])
+    expected = torch.tensor([[2.0, 1.0], [0.0, 5.0], [6.0, 1.0]])
+    torch.testing.assert_close(prototypes(z, y, 3), expected)
+
+
+def test_squared_distances_match_loop():
+    q, p = torch.randn(4, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    expected = torch.tensor(
+        [[float(((q[i] - p[j]) ** 2).sum()) for j in range(2)] for i in range(4)],
+        dtype=torch.float64,
+    )
+    torch.testing.assert_close(squared_distances(q, p), expected, rtol=0, atol=1e-14)
+
+
+def test_loss_and_predict_match_direct_formula():
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    net = ProtoNet(encoder)
+    sx, qx = torch.randn(2, 6, 1, 2, 2), torch.randn(2, 9, 1, 2, 2)
+    sy = torch.tensor([0, 0, 1, 1, 2, 2]).expand(2, -1)
+    qy = torch.tensor([0, 1, 2] * 3).expand(2, -1)
+    loss, acc = net.meta_loss(Episode(sx, sy, qx, qy))
+    losses, correct = [], 0
+    for t in range(2):
+        zs, zq = encoder(sx[t]), encoder(qx[t])
+        protos = torch.stack([zs[sy[t] == c].mean(0) for c in range(3)])
+        logits = -torch.cdist(zq, protos) ** 2
+        torch.testing.assert_close(net.predict(sx[t], sy[t], qx[t]), logits, rtol=1e-5, atol=1e-5)
+        losses.append(F.cross_entropy(logits, qy[t]))
+        correct += int((logits.argmax(1) == qy[t]).sum())
+    torch.testing.assert_close(loss, torch.stack(losses).mean(), rtol=1e-5, atol=1e-6)
+    assert acc == pytest.approx(correct / 18)
+    loss.backward()
+    assert encoder[1].weight.grad.abs().sum() > 0
+    scores = net.evaluate_episode(Episode(sx, sy, qx, qy))
+    assert scores.shape == (2,) and float(scores.mean()) == pytest.approx(acc)
+
+
+def test_bad_labels_raise():
+    with pytest.raises(ValueError, match="no support example"):
+        prototypes(torch.randn(3, 2), torch.tensor([0, 0, 2]), 3)
+    with pytest.raises(ValueError, match="0..1"):
+        prototypes(torch.randn(3, 2), torch.tensor([0, 1, 5]), 2)

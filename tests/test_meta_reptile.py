@@ -1,0 +1,75 @@
+"""Reptile's update against its formula, computed with torch.optim on a tiny model."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mlbook.data import Episode
+from mlbook.meta import Reptile
+
+
+@pytest.fixture(autouse=True)
+def one_intra_op_thread():
+    """Tiny models run fastest on one thread (and are not slowed by a busy machine's cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def task_batch(num_tasks=3):
+    g = torch.Generator().manual_seed(0)
+    sx, qx = torch.randn(num_tasks, 6, 4, generator=g), torch.randn(num_tasks, 6, 4, generator=g)
+    y = torch.tensor([0, 1, 2] * 2).expand(num_tasks, -1)
+    return Episode(sx, y, qx, y)
+
+
+def adapted_with_torch_optim(model, x, y, kind, lr, steps):
+    clone = copy.deepcopy(model)
+    opt = (torch.optim.SGD(clone.parameters(), lr=lr) if kind == "sgd"
+           else torch.optim.Adam(clone.parameters(), lr=lr, betas=(0.0, 0.999), eps=1e-8))
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(clone(x), y).backward()
+        opt.step()
+    return [p.detach() for p in clone.parameters()]
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_outer_step_equals_reptile_formula(kind):
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)).double()
+    ep = task_batch()
+    ep = Episode(ep.support_x.double(), ep.support_y, ep.query_x.double(), ep.query_y)
+    learner = Reptile(model, inner_lr=0.1, inner_steps=3, inner_optimizer=kind, threads=2)
+    theta = [p.detach().clone() for p in model.parameters()]
+    phis = [adapted_with_torch_optim(model, ep.support_x[t], ep.support_y[t], kind, 0.1, 3)
+            for t in range(3)]
+    epsilon = 0.5
+    expected = [th + epsilon * sum(phi[i] - th for phi in phis) / 3 for i, th in enumerate(theta)]
+
+    outer = torch.optim.SGD(model.parameters(), lr=epsilon)
+    loss, acc = learner.meta_loss(ep)
+    outer.zero_grad()
+    loss.backward()
+    outer.step()
+    for p, e in zip(model.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-10, atol=1e-12)
+    assert 0.0 <= acc <= 1.0
+    assert not torch.equal(theta[0], model[0].weight.detach())
+
+
+def test_evaluate_and_bad_input():
+    model = nn.Sequential(nn.Linear(4, 3))
+    learner = Reptile(model, inner_lr=0.1, inner_steps=2, inner_optimizer="sgd")
+    scores = learner.evaluate_episode(task_batch(), inner_steps=4)
+    assert scores.shape == (3,) and ((scores >= 0) & (scores <= 1)).all()
+    with pytest.raises(ValueError, match="inner_steps"):
+        Reptile(model, inner_steps=0)
+    with pytest.raises(ValueError, match="inner_optimizer"):
+        Reptile(model, inner_optimizer="rmsprop")
