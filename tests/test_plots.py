@@ -1,0 +1,70 @@
+"""mlbook.plots: figures render on a non-interactive canvas, are labelled, and reject bad input."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from mlbook.plots import plot_curves, plot_sinusoid_fits  # noqa: E402
+
+
+def _axes():
+    fig = Figure()
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def test_plot_curves_draws_labelled_lines_and_bands():
+    fig, ax = _axes()
+    steps = np.arange(4)
+    curves = {"MAML": ([3.0, 1.0, 0.5, 0.4], [0.1] * 4),
+              "pretrained": (torch.tensor([3.0, 2.8, 2.7, 2.6]), torch.full((4,), 0.2))}
+    plot_curves(ax, steps, curves, xlabel="gradient steps", ylabel="MSE", title="K=5")
+    fig.canvas.draw()
+    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == ("gradient steps", "MSE", "K=5")
+    assert [line.get_label() for line in ax.get_lines()] == ["MAML", "pretrained"]
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), [3.0, 1.0, 0.5, 0.4])
+    assert len(ax.collections) == 2  # one confidence band per curve
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["MAML", "pretrained"]
+
+
+@pytest.mark.parametrize("curves, message", [
+    ({}, "empty"),
+    ({"a": ([1.0, 2.0], [0.1, 0.1])}, "one value per x"),
+    ({"a": ([1.0, 2.0, 3.0], [0.1, -0.1, 0.1])}, ">= 0"),
+    ({"": ([1.0, 2.0, 3.0], [0.1] * 3)}, "label"),
+])
+def test_plot_curves_rejects_bad_input(curves, message):
+    _, ax = _axes()
+    with pytest.raises(ValueError, match=message):
+        plot_curves(ax, [0, 1, 2], curves, xlabel="x", ylabel="y")
+
+
+def test_plot_sinusoid_fits_draws_truth_predictions_and_support():
+    fig, ax = _axes()
+    x = torch.linspace(-5, 5, 50)
+    predictions = {"pre-update": torch.zeros(50), "1 grad step": 0.5 * torch.sin(x)}
+    plot_sinusoid_fits(ax, x, torch.sin(x), [0.0, 1.0], [0.0, 0.84], predictions, title="task")
+    fig.canvas.draw()
+    assert ax.get_xlabel() == "x (input)" and ax.get_ylabel() == "y (output)"
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels == ["ground truth", "pre-update", "1 grad step"]
+    np.testing.assert_allclose(ax.collections[0].get_offsets(), [[0.0, 0.0], [1.0, 0.84]])
+
+
+def test_plot_sinusoid_fits_rejects_mismatched_lengths():
+    _, ax = _axes()
+    x = np.linspace(0, 1, 5)
+    with pytest.raises(ValueError, match="prediction 'p' has 4 values"):
+        plot_sinusoid_fits(ax, x, x, [0.0], [0.0], {"p": np.zeros(4)})
+    with pytest.raises(ValueError, match="support_x has 2 values but support_y has 1"):
+        plot_sinusoid_fits(ax, x, x, [0.0, 1.0], [0.0], {"p": x})
+    with pytest.raises(ValueError, match="empty"):
+        plot_sinusoid_fits(ax, x, x, [0.0], [0.0], {})
