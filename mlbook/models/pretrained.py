@@ -74,9 +74,9 @@ def imagenet_categories() -> list[str]:
 
 def known_models() -> list[str]:
     """Every name :func:`pretrained_backbone` accepts: ``efficientnet_lite0`` and torchvision's."""
-    import torchvision
+    from mlbook.models.torchvision_models import classification_models
 
-    return [LITE0, *torchvision.models.list_models(module=torchvision.models)]
+    return [LITE0, *classification_models()]
 
 
 def pretrained_backbone(name: str, weights: str | None = "DEFAULT") -> Pretrained:
@@ -90,7 +90,8 @@ def pretrained_backbone(name: str, weights: str | None = "DEFAULT") -> Pretraine
     weights
         ``"DEFAULT"`` (the default) loads the pretrained ImageNet weights. For torchvision
         models any member of the model's weights enum (``"IMAGENET1K_V1"``) is accepted,
-        downloaded once into ``torch.hub.get_dir()/checkpoints``; for efficientnet_lite0,
+        read from ``torch.hub.get_dir()/checkpoints`` and downloaded there once when missing
+        (see :func:`mlbook.models.torchvision_models.torchvision_model`); for efficientnet_lite0,
         ``"IMAGENET1K"`` is a synonym of ``"DEFAULT"``. ``None`` builds the same architecture
         with random weights (to train from scratch), still with the pretrained preprocessing.
 
@@ -304,38 +305,23 @@ def _lite0(weights: str | None) -> Pretrained:
 
 
 def _torchvision(name: str, weights: str | None) -> Pretrained:
-    import torchvision
+    """A torchvision model through :func:`mlbook.models.torchvision_models.torchvision_model`.
 
-    enum = torchvision.models.get_model_weights(name)
-    if weights is None:
-        default = enum.DEFAULT
-        model = torchvision.models.get_model(name, weights=None)
-        return Pretrained(model.eval(), default.transforms(), imagenet_categories(), name, None)
-    try:
-        w = enum[weights] if weights != "DEFAULT" else enum.DEFAULT
-    except KeyError:
-        raise ValueError(f"weights={weights!r} for {name}: use 'DEFAULT', None or one of "
-                         f"{[m.name for m in enum]}") from None
-    categories = list(w.meta["categories"])
-    model = torchvision.models.get_model(name, weights=None, num_classes=len(categories))
-    # Downloads once into torch.hub.get_dir()/checkpoints (or reuses the file there), checks
-    # the hash prefix in the file name, and unpickles tensors only.
-    state = torch.hub.load_state_dict_from_url(w.url, map_location="cpu", check_hash=True,
-                                               weights_only=True)
-    _load_strict(model, state, f"{name} {w.name}")
-    return Pretrained(model.eval(), w.transforms(), categories, name, w.name)
+    That function reads the weights file from torch's hub cache (downloading it once when
+    missing), with ``torch.load(weights_only=True)``; here we add the transform and class
+    names that belong to the weights.
+    """
+    from torchvision.models import get_model_weights
 
+    from mlbook.models.torchvision_models import resolve_weights, torchvision_model
 
-def _load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
-    """``load_state_dict(strict=True)`` with an error that names each bad tensor."""
-    target = model.state_dict()
-    problems = [f"{k}: missing from the weights file" for k in target if k not in state]
-    problems += [f"{k}: in the weights file but not in the model" for k in state if k not in target]
-    problems += [f"{k}: shape {tuple(state[k].shape)} in the file, {tuple(target[k].shape)} in "
-                 "the model" for k in state if k in target and state[k].shape != target[k].shape]
-    if problems:
-        raise ValueError(f"the weights of {what} do not fit the model:\n  " + "\n  ".join(problems))
-    model.load_state_dict(state, strict=True)
+    resolved = resolve_weights(name, weights)
+    model = torchvision_model(name, weights=resolved)
+    # Random weights still get the preprocessing of the default weights: the architecture
+    # is meant to be trained on inputs normalised the same way.
+    ref = resolved if resolved is not None else get_model_weights(name).DEFAULT
+    return Pretrained(model.eval(), ref.transforms(), list(ref.meta["categories"]), name,
+                      None if resolved is None else resolved.name)
 
 
 # --------------------------------------------------------------------------------------
