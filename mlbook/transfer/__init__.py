@@ -6,9 +6,18 @@
 - :mod:`~mlbook.transfer.finetune`: :func:`replace_head`, :func:`freeze`,
   :func:`unfreeze_last`, :func:`layerwise_param_groups`.
 - :mod:`~mlbook.transfer.objective`: :class:`RegularisedObjective`, :class:`L2SP`.
+- :mod:`~mlbook.transfer.fewshot`: :func:`evaluate_episodes_with_probe`,
+  :func:`evaluate_episodes_with_finetuning` on seeded few-shot episodes.
 """
 
 from mlbook.transfer.features import LinearProbe, NearestCentroid, extract_features
+from mlbook.transfer.fewshot import (
+    evaluate_episodes_with_finetuning,
+    evaluate_episodes_with_probe,
+    finetune_accuracies,
+    finetune_on_support,
+    probe_accuracies,
+)
 from mlbook.transfer.finetune import (
     batchnorm_eval,
     blocks,
@@ -29,6 +38,11 @@ __all__ = [
     "NearestCentroid",
     "RegularisedObjective",
     "batchnorm_eval",
+    "evaluate_episodes_with_finetuning",
+    "evaluate_episodes_with_probe",
+    "finetune_accuracies",
+    "finetune_on_support",
+    "probe_accuracies",
     "blocks",
     "extract_features",
     "find_head",

@@ -1,0 +1,245 @@
+"""Few-shot evaluation of transfer baselines on the same seeded episodes as the meta-learners.
+
+Two ways to use a backbone on an N-way K-shot episode:
+
+- :func:`evaluate_episodes_with_probe`: the "good embedding" baseline (Tian et al. 2020).
+  The frozen backbone embeds support and query images once; a classifier fitted on the
+  support embeddings (logistic regression or nearest centroid) labels the queries.
+- :func:`evaluate_episodes_with_finetuning`: a copy of the backbone gets a new N-way head
+  and is trained on the support set for a fixed number of steps, then labels the queries.
+  With ``from_scratch=True`` the copy is re-initialised first: the same architecture and
+  the same budget without transfer.
+
+Both return the mean query accuracy over episodes and the half-width of its 95% confidence
+interval, as few-shot papers report it (:func:`mlbook.loops.mean_confidence_interval`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from mlbook.loops import mean_confidence_interval, progress
+from mlbook.transfer.features import LinearProbe, NearestCentroid, extract_features
+from mlbook.transfer.finetune import (
+    find_head,
+    layerwise_param_groups,
+    replace_head,
+    unfreeze_all,
+    unfreeze_last,
+)
+from mlbook.transfer.objective import L2SP, RegularisedObjective
+
+CLASSIFIERS: dict[str, Callable[[], object]] = {
+    "logistic": LinearProbe,
+    "centroid": NearestCentroid,
+}
+
+
+def _check_episodes(episodes) -> None:
+    sx, sy, qx, qy = tuple.__iter__(episodes) if isinstance(episodes, tuple) else episodes
+    if sx.ndim != 5 or qx.ndim != 5 or sy.ndim != 2 or qy.ndim != 2:
+        raise ValueError(
+            "episodes must hold support_x [T, N*K, C, H, W], support_y [T, N*K], "
+            f"query_x [T, N*Q, C, H, W], query_y [T, N*Q]; got {tuple(sx.shape)}, "
+            f"{tuple(sy.shape)}, {tuple(qx.shape)}, {tuple(qy.shape)}"
+        )
+
+
+def probe_accuracies(
+    backbone: nn.Module,
+    episodes,
+    classifier: str | Callable[[], object] = "logistic",
+    batch_size: int = 512,
+) -> np.ndarray:
+    """Query accuracy of a probe on each episode, ``[T]`` in [0, 1].
+
+    The images of all episodes go through the backbone in one pass of
+    :func:`~mlbook.transfer.extract_features` (so each image is embedded exactly once), then
+    one classifier per episode is fitted on its support embeddings.
+
+    Parameters
+    ----------
+    backbone
+        Maps ``[B, C, H, W]`` to ``[B, D]`` features (head removed or ``nn.Identity``).
+    episodes
+        A :class:`mlbook.data.Episode` (or 4-tuple) of ``T`` tasks.
+    classifier
+        ``"logistic"`` (:class:`LinearProbe`), ``"centroid"`` (:class:`NearestCentroid`) or
+        a factory returning an object with ``fit``/``score``.
+    """
+    _check_episodes(episodes)
+    sx, sy, qx, qy = tuple.__iter__(episodes) if isinstance(episodes, tuple) else episodes
+    if isinstance(classifier, str):
+        if classifier not in CLASSIFIERS:
+            raise ValueError(f"classifier must be one of {sorted(CLASSIFIERS)}, got {classifier!r}")
+        make = CLASSIFIERS[classifier]
+    else:
+        make = classifier
+    t, s, q = sx.shape[0], sx.shape[1], qx.shape[1]
+    images = torch.cat([sx.flatten(0, 1), qx.flatten(0, 1)])
+    feats = extract_features(backbone, images, batch_size=batch_size)
+    support = feats[: t * s].view(t, s, -1)
+    query = feats[t * s :].view(t, q, -1)
+    accs = [
+        make().fit(support[i], sy[i].cpu()).score(query[i], qy[i].cpu())  # type: ignore[attr-defined]
+        for i in range(t)
+    ]
+    return np.asarray(accs, dtype=np.float64)
+
+
+def evaluate_episodes_with_probe(
+    backbone: nn.Module,
+    episodes,
+    classifier: str | Callable[[], object] = "logistic",
+    batch_size: int = 512,
+) -> tuple[float, float]:
+    """Mean query accuracy of a probe over episodes and its 95% half-width.
+
+    See :func:`probe_accuracies`.
+    """
+    return mean_confidence_interval(probe_accuracies(backbone, episodes, classifier, batch_size))
+
+
+def _reinitialise(model: nn.Module) -> None:
+    for m in model.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+
+
+def finetune_on_support(
+    backbone: nn.Module,
+    support_x: torch.Tensor,
+    support_y: torch.Tensor,
+    n_way: int,
+    steps: int = 30,
+    lr: float = 1e-3,
+    decay: float | None = None,
+    lam: float = 0.0,
+    alpha: float = 1.0,
+    n_blocks: int | None = None,
+    from_scratch: bool = False,
+    batchnorm: str = "frozen",
+    head_init: str = "prototypes",
+) -> nn.Module:
+    """Fine-tune a copy of ``backbone`` with a new ``n_way`` head on one support set.
+
+    Parameters
+    ----------
+    backbone
+        A network with a ``head`` (or ``fc``/``classifier``) that :func:`replace_head` can
+        replace, e.g. a pretrained :class:`~mlbook.models.Conv4`. It is not modified.
+    support_x, support_y
+        ``[N*K, C, H, W]`` and int64 ``[N*K]`` with labels ``0..n_way-1``.
+    steps
+        Full-batch Adam steps on the support set (the budget).
+    lr, decay
+        Learning rate of the head and per-block decay towards the input
+        (:func:`layerwise_param_groups`); ``None`` gives every block ``lr``.
+    lam, alpha
+        Weight of the L2-SP term in :class:`RegularisedObjective` (``lam = 0``: plain
+        cross-entropy) and its ``alpha``.
+    n_blocks
+        Train only the last ``n_blocks`` blocks (:func:`unfreeze_last`; 1 is the head only);
+        ``None`` trains all.
+    from_scratch
+        Re-initialise every layer first (the no-transfer baseline).
+    batchnorm
+        ``"frozen"``: BatchNorm uses its stored (source) statistics and they do not change,
+        the usual choice when fine-tuning on a handful of images; ``"train"``: ordinary
+        training mode (batch statistics, running averages updated), needed from scratch
+        where no stored statistics exist.
+    head_init
+        ``"prototypes"`` sets the new head to the nearest-centroid classifier of the
+        support embeddings (``w_c = 2 mu_c``, ``b_c = -||mu_c||^2``, Snell et al. 2017), so
+        training starts from the probe's answer; ``"random"`` keeps PyTorch's init.
+
+    Returns
+    -------
+    nn.Module
+        The fine-tuned copy, in eval mode.
+    """
+    if batchnorm not in ("frozen", "train"):
+        raise ValueError(f"batchnorm must be 'frozen' or 'train', got {batchnorm!r}")
+    if head_init not in ("prototypes", "random"):
+        raise ValueError(f"head_init must be 'prototypes' or 'random', got {head_init!r}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    net = copy.deepcopy(backbone)
+    if from_scratch:
+        _reinitialise(net)
+    head = replace_head(net, n_way)
+    head_name = find_head(net)[0]
+    if head_init == "prototypes":
+        with torch.no_grad():
+            # The embedding is what the network computes with its head taken out.
+            setattr_head(net, head_name, nn.Identity())
+            feats = net.eval()(support_x).flatten(1)
+            setattr_head(net, head_name, head)
+            protos = torch.stack([feats[support_y == c].mean(0) for c in range(n_way)])
+            head.weight.copy_(2 * protos)
+            head.bias.copy_(-protos.pow(2).sum(1))
+    unfreeze_all(net)
+    if n_blocks is not None:
+        unfreeze_last(net, n_blocks)
+    penalty = L2SP(net, new=[head_name], alpha=alpha) if lam > 0 else None
+    objective = RegularisedObjective(lam, "l2sp", l2sp=penalty) if penalty is not None else None
+    opt = torch.optim.Adam(layerwise_param_groups(net, lr, decay))
+    for _ in range(steps):
+        net.train(batchnorm == "train")
+        logits = net(support_x)
+        if objective is not None:
+            loss = objective(logits, support_y, model=net)
+        else:
+            loss = nn.functional.cross_entropy(logits, support_y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return net.eval()
+
+
+def setattr_head(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` at the qualified attribute ``name`` of ``model``."""
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, module)
+
+
+def finetune_accuracies(
+    backbone: nn.Module,
+    episodes,
+    desc: str = "fine-tune",
+    **options,
+) -> np.ndarray:
+    """Query accuracy after :func:`finetune_on_support` on each episode, ``[T]`` in [0, 1].
+
+    ``options`` are passed to :func:`finetune_on_support` (``steps``, ``lr``,
+    ``from_scratch``, ...); ``n_way`` is read from the labels.
+    """
+    _check_episodes(episodes)
+    sx, sy, qx, qy = tuple.__iter__(episodes) if isinstance(episodes, tuple) else episodes
+    dev = next(backbone.parameters()).device
+    accs = []
+    for i in progress(range(sx.shape[0]), desc=desc):
+        n_way = int(sy[i].max()) + 1
+        net = finetune_on_support(backbone, sx[i].to(dev), sy[i].to(dev), n_way, **options)
+        with torch.inference_mode():
+            pred = net(qx[i].to(dev)).argmax(1)
+        accs.append((pred == qy[i].to(dev)).float().mean().item())
+    return np.asarray(accs, dtype=np.float64)
+
+
+def evaluate_episodes_with_finetuning(
+    backbone: nn.Module, episodes, **options
+) -> tuple[float, float]:
+    """Mean query accuracy after per-episode fine-tuning and its 95% half-width.
+
+    See :func:`finetune_accuracies`; ``from_scratch=True, batchnorm="train"`` is the
+    no-transfer baseline with the same architecture and budget.
+    """
+    return mean_confidence_interval(finetune_accuracies(backbone, episodes, **options))
