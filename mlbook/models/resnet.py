@@ -23,9 +23,7 @@ from torch import nn
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with a residual connection.
 
-    Shapes
-    ------
-    ``[B, in_channels, H, W]`` -> ``[B, out_channels, ceil(H / stride), ceil(W / stride)]``.
+    Maps ``[B, in_channels, H, W]`` to ``[B, out_channels, ceil(H / stride), ceil(W / stride)]``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
@@ -67,9 +65,9 @@ class ResNet(nn.Module):
         ``"small"`` (3x3 conv, stride 1: for 28x28 or 32x32 inputs) or ``"photo"``
         (7x7/2 conv and 3x3/2 max-pool, as in torchvision's ResNets: for 84x84 and larger).
 
-    Shapes
-    ------
-    input ``[B, in_channels, H, W]`` (any ``H, W >= 8`` for the small stem) -> output
+    Notes
+    -----
+    Input ``[B, in_channels, H, W]`` (any ``H, W >= 8`` for the small stem), output
     ``[B, num_classes]`` or ``[B, feature_dim]`` without a head.
     """
 
