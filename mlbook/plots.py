@@ -90,6 +90,8 @@ def plot_sinusoid_fits(
     support_y: ArrayLike,
     predictions: Mapping[str, ArrayLike],
     title: str | None = None,
+    xlabel: str = "x (input)",
+    ylabel: str = "y (output)",
 ) -> Axes:
     """One regression task: the true curve, the support points and predicted curves.
 
@@ -108,6 +110,8 @@ def plot_sinusoid_fits(
         ``"1 grad step"``), drawn dashed, from light to dark in the given order.
     title
         Optional axes title.
+    xlabel, ylabel
+        Axis labels; say the unit where the data have one.
 
     Raises
     ------
@@ -131,8 +135,8 @@ def plot_sinusoid_fits(
             raise ValueError(f"prediction {label!r} has {pred.size} values but x has {xs.size}")
         ax.plot(xs, pred, "--", color=cmap(shade), label=label)
     ax.scatter(sx, sy, marker="^", color="purple", zorder=5, label="used for grad")
-    ax.set_xlabel("x (input)")
-    ax.set_ylabel("y (output)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
     return ax

@@ -57,6 +57,9 @@ def test_plot_sinusoid_fits_draws_truth_predictions_and_support():
     labels = [line.get_label() for line in ax.get_lines()]
     assert labels == ["ground truth", "pre-update", "1 grad step"]
     np.testing.assert_allclose(ax.collections[0].get_offsets(), [[0.0, 0.0], [1.0, 0.84]])
+    plot_sinusoid_fits(ax, x, torch.sin(x), [0.0], [0.0], predictions,
+                       xlabel="t (s)", ylabel="v (m)")
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("t (s)", "v (m)")
 
 
 def test_plot_sinusoid_fits_rejects_mismatched_lengths():
