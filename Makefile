@@ -17,7 +17,6 @@ ifeq ($(origin MLBOOK_DATA), undefined)
 endif
 export MLBOOK_CACHE ?= $(abspath _build/cache)
 export PYTHONHASHSEED := 0
-export MPLBACKEND := Agg
 
 # Notebooks are the .ipynb chapters listed in _toc.yml, in book order.
 NOTEBOOKS = $(shell $(PY) -c "import re,pathlib;print(' '.join(f+'.ipynb' for f in re.findall(r'file:\s*(\S+)', pathlib.Path('_toc.yml').read_text()) if pathlib.Path(f+'.ipynb').is_file()))")

@@ -2,7 +2,7 @@
 
 The package behind the executable book. Data flows one way::
 
-    mlbook.data  ->  mlbook.models  ->  mlbook.transfer / mlbook.meta  ->  mlbook.loops  ->  mlbook.plots
+    mlbook.data -> mlbook.models -> mlbook.transfer / mlbook.meta -> mlbook.loops -> mlbook.plots
 
 The helpers at the top level pick a device, seed every generator and find the data.
 """

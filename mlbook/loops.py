@@ -19,7 +19,9 @@ from tqdm.auto import tqdm
 T = TypeVar("T")
 
 
-def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", **kwargs) -> Iterator[T]:
+def progress(
+    iterable: Iterable[T], total: int | None = None, desc: str = "", **kwargs
+) -> Iterator[T]:
     """A tqdm progress bar (notebook widget or terminal), silenced by ``MLBOOK_QUIET=1``."""
     disable = os.environ.get("MLBOOK_QUIET", "0") not in ("", "0")
     return iter(tqdm(iterable, total=total, desc=desc, disable=disable, leave=False, **kwargs))
@@ -58,7 +60,9 @@ class History:
         return cls({k: [float(x) for x in v] for k, v in state.items()})
 
 
-def mean_confidence_interval(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float]:
+def mean_confidence_interval(
+    values: Iterable[float], confidence: float = 0.95
+) -> tuple[float, float]:
     """Mean and half-width of its normal-approximation confidence interval.
 
     This is how few-shot papers report accuracy over episodes: ``mean ± z * std / sqrt(n)``

@@ -1,9 +1,9 @@
-"""The project's own files agree with each other: pyproject, environment.yml, _toc.yml, notebooks."""
+"""The project's files agree with each other: pyproject, environment.yml, _toc.yml, notebooks."""
 
 import json
 import re
-import tomllib
 
+import tomllib
 import yaml
 from conftest import REPO
 

@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 
-def conv_block(in_channels: int, out_channels: int, track_running_stats: bool = True) -> nn.Sequential:
+def conv_block(
+    in_channels: int, out_channels: int, track_running_stats: bool = True
+) -> nn.Sequential:
     """``conv3x3 -> BatchNorm2d -> ReLU -> MaxPool2d(2)``."""
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
@@ -65,7 +67,9 @@ class Conv4(nn.Module):
         for _ in range(4):
             side //= 2
         if side < 1:
-            raise ValueError(f"image_size={image_size} is too small for four 2x2 pools (need >= 16)")
+            raise ValueError(
+                f"image_size={image_size} is too small for four 2x2 pools (need >= 16)"
+            )
         self.feature_dim = hidden * side * side
         self.head = nn.Linear(self.feature_dim, num_classes) if num_classes else nn.Identity()
 
