@@ -327,3 +327,32 @@ def test_bad_input_raises_clear_errors():
     with pytest.raises(ValueError, match="adapt_names"):
         inner_update(learner.fmodel, learner.params(), ep.support_x[0], ep.support_y[0],
                      F.cross_entropy, 0.4, adapt_names=["nope"])
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_vectorized_path_equals_task_loop_for_sinusoid_mlp(first_order):
+    torch.manual_seed(7)
+    mlp = nn.Sequential(nn.Linear(1, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU(),
+                        nn.Linear(40, 1)).double()
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(6, 20, 1, generator=g, dtype=torch.float64) * 10 - 5
+    y = torch.sin(x - 1.0) * torch.rand(6, 1, 1, generator=g, dtype=torch.float64) * 5
+    episode = Episode(x[:, :10], y[:, :10], x[:, 10:], y[:, 10:])
+    grads, losses = [], []
+    for vectorize in (False, True):
+        learner = MAML(mlp, inner_lr=0.01, inner_steps=2, first_order=first_order,
+                       loss_fn=F.mse_loss, fast=False, vectorize=vectorize)
+        mlp.zero_grad()
+        loss, acc = learner.meta_loss(episode)
+        loss.backward()
+        assert math.isnan(acc)
+        losses.append(loss.item())
+        grads.append(torch.cat([p.grad.reshape(-1) for p in mlp.parameters()]))
+    assert abs(losses[0] - losses[1]) < 1e-12
+    assert (grads[0] - grads[1]).abs().max() < 1e-10
+    assert grads[0].abs().max() > 1e-3
+
+
+def test_vectorize_is_refused_with_batch_norm():
+    with pytest.raises(ValueError, match="batch norm"):
+        MAML(tiny_bn_net(), vectorize=True)
