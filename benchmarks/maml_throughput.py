@@ -10,7 +10,7 @@ Timing: every contender runs in this process, alternating (one iteration each in
 that load changes on a shared machine hit all of them alike; we report the median over the
 timed iterations after ``--warmup`` untimed ones. Peak memory: each contender runs
 ``--mem-iters`` iterations in a fresh subprocess and reports its peak resident set size
-(``ru_maxrss``, which includes the ~0.3 GB of the Python + torch process itself).
+(``VmHWM``, which includes the few hundred MB of the Python + torch process itself).
 
 The last line printed is JSON with ``ratio_vs_fastest_peer`` per order: (median time of the
 fastest peer) / (median time of mlbook); above 1 means mlbook is faster.
@@ -154,13 +154,28 @@ def available() -> list[str]:
     return names
 
 
+def peak_rss_self_mib() -> float:
+    """This process's peak resident set size in MiB.
+
+    ``VmHWM`` of ``/proc/self/status`` (Linux) belongs to this process's own address space.
+    ``getrusage().ru_maxrss`` would be wrong here: after fork + exec it keeps the parent's
+    high-water mark, so every child would report the benchmark driver's size.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: best effort
+
+
 def child(name: str, first_order: bool, iters: int) -> None:
     """Subprocess entry: run ``iters`` iterations, print the peak RSS in MiB."""
     torch.set_num_threads(2)
     ep, step = make_episode(), CONTENDERS[name](first_order)
     for _ in range(iters):
         step(ep)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # KiB on Linux
+    print(peak_rss_self_mib())
 
 
 def peak_rss_mib(name: str, first_order: bool, iters: int) -> float:
