@@ -41,9 +41,9 @@ class Conv4(nn.Module):
         ``False`` makes BatchNorm always use the statistics of the batch it sees, as MAML
         does (Finn et al. 2017, transductive batch norm); ``True`` is ordinary training.
 
-    Shapes
-    ------
-    input ``[B, in_channels, image_size, image_size]`` -> output ``[B, num_classes]``
+    Notes
+    -----
+    Shapes: input ``[B, in_channels, image_size, image_size]``, output ``[B, num_classes]``
     (or ``[B, feature_dim]`` without a head).
     """
 
