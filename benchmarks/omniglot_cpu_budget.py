@@ -118,7 +118,7 @@ def write_markdown(report: dict, path: Path) -> None:
         f"{report['threads']} threads",
         f"- load (`uptime`) before: `{report['uptime_before']}`",
         f"- load (`uptime`) after: `{report['uptime_after']}`",
-        "- the machine was shared with other helpers' jobs during the run (see the load); "
+        "- the machine may be shared with other jobs (see the load before and after); "
         "budgets are wall-clock training time, so a busy machine means fewer iterations.",
         f"- protocol: {report['protocol']}", "",
         f"| method | budget | iterations | 5-way 1-shot test accuracy "

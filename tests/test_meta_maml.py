@@ -14,15 +14,6 @@ from mlbook.meta import MAML, functional_forward, inner_update
 from mlbook.models import Conv4
 
 
-@pytest.fixture(autouse=True)
-def one_intra_op_thread():
-    """Tiny models run fastest on one thread (and are not slowed by a busy machine's cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_bn_net() -> nn.Module:
     """conv -> BN (batch statistics) -> ReLU -> pool -> linear, on 1x4x4 inputs, 3 classes."""
     return nn.Sequential(

@@ -11,15 +11,6 @@ from mlbook.data import Episode
 from mlbook.meta import ProtoNet, prototypes, squared_distances
 
 
-@pytest.fixture(autouse=True)
-def one_intra_op_thread():
-    """Tiny models run fastest on one thread (and are not slowed by a busy machine's cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_prototypes_are_class_means():
     z = torch.tensor([[1.0, 0.0], [3.0, 2.0], [0.0, 5.0], [10.0, 1.0], [2.0, 1.0]])
     y = torch.tensor([0, 0, 1, 2, 2])

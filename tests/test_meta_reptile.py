@@ -13,15 +13,6 @@ from mlbook.data import Episode
 from mlbook.meta import Reptile
 
 
-@pytest.fixture(autouse=True)
-def one_intra_op_thread():
-    """Tiny models run fastest on one thread (and are not slowed by a busy machine's cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def task_batch(num_tasks=3):
     g = torch.Generator().manual_seed(0)
     sx, qx = torch.randn(num_tasks, 6, 4, generator=g), torch.randn(num_tasks, 6, 4, generator=g)

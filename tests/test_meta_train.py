@@ -11,15 +11,6 @@ from mlbook.meta import MAML, ProtoNet, evaluate, meta_train
 from mlbook.models import Conv4
 
 
-@pytest.fixture(autouse=True)
-def one_intra_op_thread():
-    """Tiny models run fastest on one thread (and are not slowed by a busy machine's cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def images(classes=12, per_class=6, side=16):
     """Synthetic 'characters': class pattern plus noise, ``[classes, per_class, 1, S, S]``."""
     g = torch.Generator().manual_seed(0)
