@@ -18,7 +18,6 @@ import itertools
 import math
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,6 +26,7 @@ from torch import nn
 
 from mlbook import loops
 from mlbook.checkpoint import load_checkpoint, save_checkpoint
+from mlbook.data.episodes import Episode
 from mlbook.loops import History, mean_confidence_interval
 
 
@@ -36,13 +36,6 @@ class MetaLearner(Protocol):
     def meta_loss(self, episode: Any) -> tuple[torch.Tensor, float]: ...
 
     def evaluate_episode(self, episode: Any, inner_steps: int | None = None) -> torch.Tensor: ...
-
-
-def _chunks(episodes, batch_size: int) -> Iterator[Any]:
-    num_tasks = episodes.support_x.shape[0]
-    for start in range(0, num_tasks, batch_size):
-        stop = start + batch_size
-        yield type(episodes)(*(t[start:stop] for t in tuple.__iter__(episodes)))
 
 
 def episode_scores(learner: nn.Module, episodes, batch_size: int = 50,
@@ -58,7 +51,7 @@ def episode_scores(learner: nn.Module, episodes, batch_size: int = 50,
     learner.eval()
     try:
         scores = [learner.evaluate_episode(chunk, inner_steps=inner_steps)
-                  for chunk in _chunks(episodes, batch_size)]
+                  for chunk in Episode(*episodes).chunks(batch_size)]
     finally:
         learner.train(was_training)
     return torch.cat(scores)
