@@ -12,6 +12,11 @@ timed iterations after ``--warmup`` untimed ones. Peak memory: each contender ru
 ``--mem-iters`` iterations in a fresh subprocess and reports its peak resident set size
 (``VmHWM``, which includes the few hundred MB of the Python + torch process itself).
 
+"mlbook NCHW" is mlbook with its CPU layout rewrites switched off
+(``FunctionalModel(model, fast_layout=False)``): not a peer, it shows what the layout adds to
+the task threads. Before timing, each order also checks that mlbook's meta-gradient equals the
+plain loop's from the same weights (relative difference, float32, full size).
+
 The last line printed is JSON with ``ratio_vs_fastest_peer`` per order: (median time of the
 fastest peer) / (median time of mlbook); above 1 means mlbook is faster.
 
@@ -34,6 +39,7 @@ import torch.nn.functional as F
 
 from mlbook.data import Episode
 from mlbook.meta import MAML
+from mlbook.meta.functional import FunctionalModel
 from mlbook.models import Conv4
 
 TASKS, WAYS, QUERIES, INNER_LR = 32, 5, 15, 0.4
@@ -58,9 +64,11 @@ def make_model(seed: int = 0) -> Conv4:
 
 # Each factory returns step(episode) doing one full meta-iteration (incl. the Adam step).
 
-def mlbook_step(first_order: bool):
+def mlbook_step(first_order: bool, fast_layout: bool = True):
     model = make_model()
     learner = MAML(model, inner_lr=INNER_LR, first_order=first_order, threads=2)
+    if not fast_layout:  # the same learner with the module's NCHW ops as written
+        learner.fmodel = FunctionalModel(model, fast_layout=False)
     opt = torch.optim.Adam(learner.parameters(), lr=1e-3)
 
     def step(ep: Episode) -> None:
@@ -78,16 +86,21 @@ def plain_step(first_order: bool):
 
     def step(ep: Episode) -> None:
         opt.zero_grad()
-        params = dict(model.named_parameters())
-        for t in range(TASKS):
-            out = torch.func.functional_call(model, params, (ep.support_x[t],))
-            grads = torch.autograd.grad(F.cross_entropy(out, ep.support_y[t]),
-                                        list(params.values()), create_graph=not first_order)
-            phi = {n: p - INNER_LR * g for (n, p), g in zip(params.items(), grads, strict=True)}
-            out = torch.func.functional_call(model, phi, (ep.query_x[t],))
-            (F.cross_entropy(out, ep.query_y[t]) / TASKS).backward()
+        plain_meta_backward(model, ep, first_order)
         opt.step()
     return step
+
+
+def plain_meta_backward(model: torch.nn.Module, ep: Episode, first_order: bool) -> None:
+    """Accumulate the meta-gradient into ``model``'s ``.grad``, one task at a time."""
+    params = dict(model.named_parameters())
+    for t in range(TASKS):
+        out = torch.func.functional_call(model, params, (ep.support_x[t],))
+        grads = torch.autograd.grad(F.cross_entropy(out, ep.support_y[t]),
+                                    list(params.values()), create_graph=not first_order)
+        phi = {n: p - INNER_LR * g for (n, p), g in zip(params.items(), grads, strict=True)}
+        out = torch.func.functional_call(model, phi, (ep.query_x[t],))
+        (F.cross_entropy(out, ep.query_y[t]) / TASKS).backward()
 
 
 def learn2learn_step(first_order: bool):
@@ -136,7 +149,13 @@ def higher_step(first_order: bool):
     return step
 
 
-CONTENDERS = {"mlbook": mlbook_step, "plain loop": plain_step,
+def mlbook_nchw_step(first_order: bool):
+    """mlbook without its CPU layout rewrites (``fast_layout=False``): not a peer, a yardstick
+    for how much of mlbook's speed comes from the task threads and how much from the layout."""
+    return mlbook_step(first_order, fast_layout=False)
+
+
+CONTENDERS = {"mlbook": mlbook_step, "mlbook NCHW": mlbook_nchw_step, "plain loop": plain_step,
               "learn2learn": learn2learn_step, "higher": higher_step}
 PACKAGES = {"learn2learn": "learn2learn", "higher": "higher"}
 
@@ -186,6 +205,24 @@ def peak_rss_mib(name: str, first_order: bool, iters: int) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def agreement(first_order: bool, ep: Episode) -> float:
+    """Relative difference ``|g_mlbook - g_plain| / |g_plain|`` of the two meta-gradients from
+    the same initial weights on the same tasks (float32, at the benchmark's full size: a
+    check that the fast path's threads and layout compute the same thing as the plain loop).
+    Conv biases are left out: before a batch norm their gradient is zero in exact arithmetic,
+    so what any implementation returns there is rounding."""
+    model = make_model()
+    learner = MAML(model, inner_lr=INNER_LR, first_order=first_order, threads=2)
+    learner.meta_loss(ep)[0].backward()
+    reference = make_model()
+    plain_meta_backward(reference, ep, first_order)
+    pairs = [(p.grad, q.grad) for (name, p), q in zip(model.named_parameters(),
+                                                      reference.parameters(), strict=True)
+             if not (name.startswith("features") and name.endswith(".0.bias"))]
+    diff = torch.cat([(a - b).reshape(-1) for a, b in pairs]).norm()
+    return float(diff / torch.cat([b.reshape(-1) for _, b in pairs]).norm())
+
+
 def sh(cmd: str) -> str:
     return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
 
@@ -225,10 +262,14 @@ def main() -> None:
             rows.append((order, n, 1000 * medians[n], [round(1000 * t) for t in times[n]], mem))
             print(f"{order:6s} order  {n:12s} median {1000 * medians[n]:8.0f} ms   "
                   f"peak RSS {mem:6.0f} MiB   runs {rows[-1][3]}", flush=True)
-        peers = {n: m for n, m in medians.items() if n != "mlbook"}
+        peers = {n: m for n, m in medians.items() if not n.startswith("mlbook")}
         fastest = min(peers, key=peers.get)
         ratios[order] = {"ratio_vs_fastest_peer": round(peers[fastest] / medians["mlbook"], 3),
-                         "fastest_peer": fastest}
+                         "fastest_peer": fastest,
+                         "relative_gradient_difference_vs_plain_loop": agreement(first_order, ep)}
+        print(f"{order:6s} order  mlbook's meta-gradient vs the plain loop's (float32): relative "
+              f"difference {ratios[order]['relative_gradient_difference_vs_plain_loop']:.1e}",
+              flush=True)
 
     table = ["| order | implementation | median ms / iter | peak RSS (MiB) | timed runs (ms) |",
              "|---|---|---:|---:|---|"]
@@ -236,6 +277,9 @@ def main() -> None:
     print("\n".join(table))
     result = {"ratio_vs_fastest_peer": {o: r["ratio_vs_fastest_peer"] for o, r in ratios.items()},
               "fastest_peer": {o: r["fastest_peer"] for o, r in ratios.items()},
+              "relative_gradient_difference_vs_plain_loop": {
+                  o: float(f"{r['relative_gradient_difference_vs_plain_loop']:.2e}")
+                  for o, r in ratios.items()},
               "contenders": names, "iters": args.iters, "warmup": args.warmup}
     line = json.dumps(result)
     print(line)
