@@ -153,7 +153,11 @@ def _conv2d(x: torch.Tensor, params: Params, op: _Op, channels_last: bool,
     weight = params[op.prefix + "weight"]
     bias = params[op.prefix + "bias"] if has_bias else None
     if channels_last and x.ndim == 4 and not _is_nhwc(x):
-        if groups == 1 and weight[0].numel() <= _MAX_PATCH:
+        # The patch size from the shape, not ``weight[0].numel()``: indexing a parameter
+        # holds the GIL while it waits for the parameter's autograd lock, and another task
+        # thread can hold that lock while it waits for the GIL (a deadlock seen here).
+        _, in_channels, kh, kw = weight.shape
+        if groups == 1 and in_channels * kh * kw <= _MAX_PATCH:
             y = _conv2d_to_channels_last(x, weight, bias, stride, padding, dilation, centre)
             return y, centre
         x = x.contiguous(memory_format=_CHANNELS_LAST)
