@@ -4,8 +4,9 @@
 * :func:`map_task_chunks` runs a function over the ``T`` tasks split into contiguous chunks,
   one Python thread per chunk, each thread with ``torch.set_num_threads(1)``. On a CPU the
   small per-task convolutions of few-shot learning scale poorly over intra-op threads, while
-  autograd releases the GIL, so whole tasks in parallel run faster (measured 1.33x for
-  second-order MAML on 2 cores, see ``benchmarks/maml_throughput.py``).
+  autograd releases the GIL, so whole tasks in parallel run faster (on 2 cores, the
+  "mlbook NCHW" row of ``benchmarks/results/maml_throughput.md``: 1.17x faster than the
+  plain per-task loop, second order).
 * :class:`AttachGradients` turns a loss *value* whose gradients were already computed (task
   by task, inside those threads) into a tensor whose ``backward()`` deposits exactly those
   gradients, so a training loop can keep writing ``loss.backward(); optimizer.step()``.

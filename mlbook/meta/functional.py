@@ -24,10 +24,10 @@ forward and gradients in float64):
 
 * **Channels-last activations.** A 4-D input is carried through the convolutions as
   ``torch.channels_last`` (NHWC in memory): there, PyTorch's CPU convolution, batch norm and
-  2x2 max-pool kernels are much faster than in NCHW (measured in
-  ``benchmarks/maml_throughput.py``). The first convolution writes NHWC directly, as one
-  matrix product of image patches (``F.unfold``) with the weights, because a layout
-  conversion of its large output costs more than the convolution itself.
+  2x2 max-pool kernels run faster than in NCHW (with the other two rewrites, 1.27x for a
+  whole second-order MAML step: ``benchmarks/results/maml_throughput.md``). The first
+  convolution writes NHWC directly, as one matrix product of image patches (``F.unfold``)
+  with the weights, which saves converting its large output afterwards.
 * **Centred batch norm.** Batch norm with batch statistics does not depend on a
   per-channel shift of its input, so ``batch_norm(x) == batch_norm(x - c)`` for any
   constant ``c``, and so are all its derivatives. Subtracting the (detached) channel means
