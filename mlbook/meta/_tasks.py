@@ -81,14 +81,22 @@ def check_episode(episode: Any) -> int:
     return num_tasks
 
 
-def resolve_threads(threads: int | None, num_tasks: int, device: torch.device) -> int:
+def resolve_threads(threads: int | None, num_tasks: int, device: torch.device,
+                    thread_safe: bool = True) -> int:
     """How many task threads to use: ``threads`` or (``None``) the intra-op thread count on a
-    CPU and 1 on an accelerator (one stream of kernels is what a GPU wants)."""
+    CPU and 1 on an accelerator (one stream of kernels is what a GPU wants); always 1 when
+    the forward is not ``thread_safe`` (see :class:`mlbook.meta.functional.FunctionalModel`).
+    """
     if threads is None:
         threads = torch.get_num_threads() if device.type == "cpu" else 1
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-    return max(1, min(threads, num_tasks))
+    return max(1, min(threads, num_tasks)) if thread_safe else 1
+
+
+def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Fraction of ``targets`` that ``logits [..., N]`` rank first, as a scalar tensor."""
+    return (logits.argmax(dim=-1) == targets).float().mean()
 
 
 def map_task_chunks(fn: Callable[[range], Any], num_tasks: int, threads: int) -> list[Any]:

@@ -103,9 +103,6 @@ def _pool_before_relu(ops: list[_Op]) -> list[_Op]:
     return ops
 
 
-_CHANNELS_LAST = torch.channels_last
-
-
 def _is_nhwc(x: torch.Tensor) -> bool:
     """Whether ``x [N, C, H, W]`` lies in memory as NHWC (channels-last) with ``C > 1``.
 
@@ -160,7 +157,7 @@ def _conv2d(x: torch.Tensor, params: Params, op: _Op, channels_last: bool,
         if groups == 1 and in_channels * kh * kw <= _MAX_PATCH:
             y = _conv2d_to_channels_last(x, weight, bias, stride, padding, dilation, centre)
             return y, centre
-        x = x.contiguous(memory_format=_CHANNELS_LAST)
+        x = x.contiguous(memory_format=torch.channels_last)
     return F.conv2d(x, weight, bias, stride, padding, dilation, groups), False
 
 

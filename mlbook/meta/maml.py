@@ -46,6 +46,7 @@ from torch import nn
 
 from mlbook.meta._tasks import (
     AttachGradients,
+    accuracy,
     check_episode,
     map_task_chunks,
     resolve_threads,
@@ -157,10 +158,6 @@ def inner_update(
     if not grad_mode:
         phi = {n: p.detach() for n, p in phi.items()}
     return phi
-
-
-def _accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return (logits.argmax(dim=-1) == targets).float().mean()
 
 
 class MAML(nn.Module):
@@ -361,7 +358,7 @@ class MAML(nn.Module):
         out = self.fmodel(phi, episode.query_x[t])
         loss = self.loss_fn(out, episode.query_y[t])
         if self._is_classification(episode.query_y):
-            acc = _accuracy(out.detach(), episode.query_y[t])
+            acc = accuracy(out.detach(), episode.query_y[t])
         else:
             acc = torch.tensor(float("nan"))
         return loss, acc
@@ -379,7 +376,7 @@ class MAML(nn.Module):
         """Per-task meta-gradients in task threads, attached to the summed loss value."""
         inputs = self.meta_parameters()
         device = inputs[0].device if inputs else torch.device("cpu")
-        threads = resolve_threads(self.threads, num_tasks, device) if self.fmodel.thread_safe else 1
+        threads = resolve_threads(self.threads, num_tasks, device, self.fmodel.thread_safe)
 
         def chunk(tasks: range):
             grads = [torch.zeros_like(p) for p in inputs]
@@ -422,7 +419,7 @@ class MAML(nn.Module):
                     g = grads[n].detach() if first_order else grads[n]
                     phi[n] = phi[n] - (lrs[n] if isinstance(lrs, Mapping) else lrs) * g
             out = self.fmodel(phi, qx)
-            acc = (out.argmax(-1) == qy).float().mean() if classify else out.new_tensor(0.0)
+            acc = accuracy(out, qy) if classify else out.new_tensor(0.0)
             return self.loss_fn(out, qy), acc
 
         losses, accs = torch.func.vmap(one_task)(
@@ -444,7 +441,7 @@ class MAML(nn.Module):
         _check_steps(steps, "inner_steps")
         theta = {n: p.detach() for n, p in self.model.named_parameters()}
         device = next(iter(theta.values())).device
-        threads = resolve_threads(self.threads, num_tasks, device) if self.fmodel.thread_safe else 1
+        threads = resolve_threads(self.threads, num_tasks, device, self.fmodel.thread_safe)
         classify = self._is_classification(episode.query_y)
 
         def chunk(tasks: range) -> list[torch.Tensor]:
@@ -455,7 +452,7 @@ class MAML(nn.Module):
                                      params=theta, first_order=True)
                     out = self.fmodel(phi, episode.query_x[t])
                     y = episode.query_y[t]
-                    scores.append(_accuracy(out, y) if classify else self.loss_fn(out, y))
+                    scores.append(accuracy(out, y) if classify else self.loss_fn(out, y))
             return scores
 
         chunks = map_task_chunks(chunk, num_tasks, threads)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlbook.meta._tasks import check_episode
+from mlbook.meta._tasks import accuracy, check_episode
 
 
 def prototypes(embeddings: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
@@ -111,8 +111,7 @@ class ProtoNet(nn.Module):
         """Mean query cross-entropy over the tasks (a tensor to ``backward()``) and accuracy."""
         logits = self.logits(episode)
         loss = F.cross_entropy(logits.flatten(0, 1), episode.query_y.flatten())
-        acc = (logits.argmax(-1) == episode.query_y).float().mean()
-        return loss, float(acc)
+        return loss, float(accuracy(logits, episode.query_y))
 
     loss = meta_loss
 

@@ -19,7 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlbook.meta._tasks import AttachGradients, check_episode, map_task_chunks, resolve_threads
+from mlbook.meta._tasks import (
+    AttachGradients,
+    accuracy,
+    check_episode,
+    map_task_chunks,
+    resolve_threads,
+)
 from mlbook.meta.functional import FunctionalModel, Params
 from mlbook.meta.maml import _check_steps
 
@@ -107,7 +113,7 @@ class Reptile(nn.Module):
                 with torch.no_grad():
                     out = self.fmodel(phi, episode.query_x[t])
                     losses.append(self.loss_fn(out, episode.query_y[t]))
-                    accs.append((out.argmax(-1) == episode.query_y[t]).float().mean())
+                    accs.append(accuracy(out, episode.query_y[t]))
                     if want_delta:
                         for n in delta:
                             delta[n] += phi[n] - theta[n]
@@ -115,7 +121,7 @@ class Reptile(nn.Module):
 
         num_tasks = episode.support_x.shape[0]
         device = next(iter(theta.values())).device
-        threads = resolve_threads(self.threads, num_tasks, device) if self.fmodel.thread_safe else 1
+        threads = resolve_threads(self.threads, num_tasks, device, self.fmodel.thread_safe)
         return map_task_chunks(chunk, num_tasks, threads)
 
     def meta_loss(self, episode) -> tuple[torch.Tensor, float]:
