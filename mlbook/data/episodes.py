@@ -43,7 +43,7 @@ class Episode(NamedTuple):
 
     def __getitem__(self, key):
         if isinstance(key, slice):
-            return Episode(*(t[key] for t in tuple.__iter__(self)))
+            return Episode(*(t[key] for t in self))
         return tuple.__getitem__(self, key)
 
     @property
@@ -53,7 +53,7 @@ class Episode(NamedTuple):
 
     def to(self, device: torch.device | str | None, non_blocking: bool = False) -> Episode:
         """The same episode with every tensor on ``device``."""
-        return Episode(*(t.to(device, non_blocking=non_blocking) for t in tuple.__iter__(self)))
+        return Episode(*(t.to(device, non_blocking=non_blocking) for t in self))
 
     def chunks(self, batch_size: int) -> Iterator[Episode]:
         """Consecutive slices of at most ``batch_size`` tasks, e.g. to evaluate in pieces."""

@@ -33,7 +33,7 @@ class SinusoidBatch(NamedTuple):
 
     def to(self, device: torch.device | str | None) -> SinusoidBatch:
         """The same batch with every tensor on ``device``."""
-        return SinusoidBatch(*(t.to(device) for t in tuple.__iter__(self)))
+        return SinusoidBatch(*(t.to(device) for t in self))
 
 
 def _check_range(name: str, value: tuple[float, float], strict: bool) -> tuple[float, float]:

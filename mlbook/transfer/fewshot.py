@@ -40,14 +40,16 @@ CLASSIFIERS: dict[str, Callable[[], object]] = {
 }
 
 
-def _check_episodes(episodes) -> None:
-    sx, sy, qx, qy = tuple.__iter__(episodes) if isinstance(episodes, tuple) else episodes
+def _unpack_episodes(episodes) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(support_x, support_y, query_x, query_y)`` of an Episode or 4-tuple, shapes checked."""
+    sx, sy, qx, qy = episodes
     if sx.ndim != 5 or qx.ndim != 5 or sy.ndim != 2 or qy.ndim != 2:
         raise ValueError(
             "episodes must hold support_x [T, N*K, C, H, W], support_y [T, N*K], "
             f"query_x [T, N*Q, C, H, W], query_y [T, N*Q]; got {tuple(sx.shape)}, "
             f"{tuple(sy.shape)}, {tuple(qx.shape)}, {tuple(qy.shape)}"
         )
+    return sx, sy, qx, qy
 
 
 def probe_accuracies(
@@ -72,8 +74,7 @@ def probe_accuracies(
         ``"logistic"`` (:class:`LinearProbe`), ``"centroid"`` (:class:`NearestCentroid`) or
         a factory returning an object with ``fit``/``score``.
     """
-    _check_episodes(episodes)
-    sx, sy, qx, qy = tuple.__iter__(episodes) if isinstance(episodes, tuple) else episodes
+    sx, sy, qx, qy = _unpack_episodes(episodes)
     if isinstance(classifier, str):
         if classifier not in CLASSIFIERS:
             raise ValueError(f"classifier must be one of {sorted(CLASSIFIERS)}, got {classifier!r}")
@@ -221,8 +222,7 @@ def finetune_accuracies(
     ``options`` are passed to :func:`finetune_on_support` (``steps``, ``lr``,
     ``from_scratch``, ...); ``n_way`` is read from the labels.
     """
-    _check_episodes(episodes)
-    sx, sy, qx, qy = tuple.__iter__(episodes) if isinstance(episodes, tuple) else episodes
+    sx, sy, qx, qy = _unpack_episodes(episodes)
     dev = next(backbone.parameters()).device
     accs = []
     for i in progress(range(sx.shape[0]), desc=desc):
