@@ -25,7 +25,7 @@ from PIL import Image
 
 from mlbook._env import cache_dir, data_root, require_files, should_download
 from mlbook.data._files import download_url, verify_sha256
-from mlbook.data.omniglot import _check_image_size, ink_from_raw
+from mlbook.data.omniglot import _check_image_size, background_mask, ink_from_raw
 
 #: Error rate of people on the 20 runs (Lake et al. 2015).
 HUMAN_ERROR = 0.045
@@ -66,9 +66,7 @@ class OneShotRun:
 def _read_png(zf: zipfile.ZipFile, name: str) -> np.ndarray:
     """A run PNG as a bool array, True = background (the npz convention)."""
     with Image.open(io.BytesIO(zf.read(name))) as img:
-        if img.mode != "1":  # the runs are 1-bit; anything else is thresholded at mid-grey
-            return np.asarray(img.convert("L")) > 127
-        return np.asarray(img, dtype=bool)
+        return background_mask(img)
 
 
 def _parse_labels(text: str, run: str) -> torch.Tensor:

@@ -21,6 +21,7 @@ import csv
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,6 +29,9 @@ import torch.nn.functional as F
 
 from mlbook._env import cache_dir, data_root, require_files, should_download
 from mlbook.data._files import atomic_write_bytes_from, sha256sum, verify_sha256
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 SPLITS = ("background", "evaluation")
 NUM_CHARACTERS = {"background": 964, "evaluation": 659}
@@ -95,6 +99,16 @@ def alphabet_names(split: str) -> list[str]:
     if "" in names:  # the shipped table covers every character; a broken copy must not pass
         raise ValueError(f"omniglot_alphabets.csv does not cover every {split} character")
     return names
+
+
+def background_mask(img: Image.Image) -> np.ndarray:
+    """A PNG of Lake's Omniglot files as a bool array, True = background (the npz convention).
+
+    Lake's PNGs are 1-bit; any other mode is thresholded at mid-grey.
+    """
+    if img.mode != "1":
+        return np.asarray(img.convert("L")) > 127
+    return np.asarray(img, dtype=bool)
 
 
 def ink_from_raw(raw: np.ndarray | torch.Tensor, image_size: int) -> torch.Tensor:

@@ -26,6 +26,7 @@ from mlbook.data.omniglot import (
     RAW_SIZE,
     _check_split,
     alphabet_names,
+    background_mask,
 )
 
 _FIRST_ID = {"background": 1, "evaluation": 965}
@@ -36,9 +37,7 @@ def _read_png(path: Path) -> np.ndarray:
     with Image.open(path) as img:
         if img.size != (RAW_SIZE, RAW_SIZE):
             raise ValueError(f"{path} is {img.size[0]}x{img.size[1]}, expected 105x105")
-        if img.mode != "1":  # Lake's PNGs are 1-bit; threshold anything else at mid-grey
-            return np.asarray(img.convert("L")) > 127
-        return np.asarray(img, dtype=bool)
+        return background_mask(img)
 
 
 def read_png_tree(folder: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
