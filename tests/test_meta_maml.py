@@ -236,14 +236,20 @@ def test_meta_sgd_rates_get_gradients_and_start_at_inner_lr():
     assert all(r.grad is not None and r.grad.abs().sum() > 0 for r in learner.inner_lrs.values())
 
 
-def test_regression_fast_equals_plain_and_reports_nan_accuracy():
-    torch.manual_seed(6)
+def sinusoid_mlp_and_episode(model_seed: int, data_seed: int, num_tasks: int, phase: float = 0.0):
+    """Finn et al.'s 1-40-40-1 regression MLP and ``num_tasks`` sinusoid tasks (10 + 10
+    points each), in float64."""
+    torch.manual_seed(model_seed)
     mlp = nn.Sequential(nn.Linear(1, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU(),
                         nn.Linear(40, 1)).double()
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(5, 20, 1, generator=g, dtype=torch.float64) * 10 - 5
-    y = torch.sin(x) * torch.rand(5, 1, 1, generator=g, dtype=torch.float64) * 5
-    episode = Episode(x[:, :10], y[:, :10], x[:, 10:], y[:, 10:])
+    g = torch.Generator().manual_seed(data_seed)
+    x = torch.rand(num_tasks, 20, 1, generator=g, dtype=torch.float64) * 10 - 5
+    y = torch.sin(x - phase) * torch.rand(num_tasks, 1, 1, generator=g, dtype=torch.float64) * 5
+    return mlp, Episode(x[:, :10], y[:, :10], x[:, 10:], y[:, 10:])
+
+
+def test_regression_fast_equals_plain_and_reports_nan_accuracy():
+    mlp, episode = sinusoid_mlp_and_episode(model_seed=6, data_seed=0, num_tasks=5)
     grads = []
     for fast in (False, True):
         learner = MAML(mlp, inner_lr=0.01, loss_fn=F.mse_loss, fast=fast, threads=2)
@@ -384,13 +390,7 @@ def test_bad_input_raises_clear_errors():
 
 @pytest.mark.parametrize("first_order", [False, True])
 def test_vectorized_path_equals_task_loop_for_sinusoid_mlp(first_order):
-    torch.manual_seed(7)
-    mlp = nn.Sequential(nn.Linear(1, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU(),
-                        nn.Linear(40, 1)).double()
-    g = torch.Generator().manual_seed(1)
-    x = torch.rand(6, 20, 1, generator=g, dtype=torch.float64) * 10 - 5
-    y = torch.sin(x - 1.0) * torch.rand(6, 1, 1, generator=g, dtype=torch.float64) * 5
-    episode = Episode(x[:, :10], y[:, :10], x[:, 10:], y[:, 10:])
+    mlp, episode = sinusoid_mlp_and_episode(model_seed=7, data_seed=1, num_tasks=6, phase=1.0)
     grads, losses = [], []
     for vectorize in (False, True):
         learner = MAML(mlp, inner_lr=0.01, inner_steps=2, first_order=first_order,
