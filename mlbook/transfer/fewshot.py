@@ -29,6 +29,7 @@ from mlbook.transfer.finetune import (
     find_head,
     layerwise_param_groups,
     replace_head,
+    setattr_head,
     unfreeze_all,
     unfreeze_last,
 )
@@ -203,12 +204,6 @@ def finetune_on_support(
         loss.backward()
         opt.step()
     return net.eval()
-
-
-def setattr_head(model: nn.Module, name: str, module: nn.Module) -> None:
-    """Put ``module`` at the qualified attribute ``name`` of ``model``."""
-    parent_name, _, attr = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, attr, module)
 
 
 def finetune_accuracies(

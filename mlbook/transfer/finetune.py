@@ -130,10 +130,14 @@ def replace_head(model: nn.Module, num_classes: int, bias: bool = True) -> nn.Li
     if ref is None:
         ref = next(iter(model.parameters()))
     new = nn.Linear(in_features, num_classes, bias=bias).to(device=ref.device, dtype=ref.dtype)
-    parent_name, _, attr = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, attr, new)
+    setattr_head(model, name, new)
     return new
+
+
+def setattr_head(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` at the qualified attribute ``name`` of ``model`` (e.g. ``"classifier.1"``)."""
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, module)
 
 
 def _check_names(model: nn.Module, names: Sequence[str]) -> None:
