@@ -73,3 +73,17 @@ def test_missing_weights_offline_say_which_file_goes_where(tmp_path, monkeypatch
         torchvision_model("resnet18", weights="IMAGENET1K_V1")
     assert expected in str(err.value)
     assert not (tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth").exists()
+
+
+def test_download_is_checked_against_the_hash_in_the_file_name(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    calls = []
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        calls.append((url, hash_prefix))
+        raise OSError("no network in tests")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    with pytest.raises(DataNotFoundError, match="Download failed"):
+        torchvision_model("resnet18", weights="IMAGENET1K_V1")
+    assert calls == [("https://download.pytorch.org/models/resnet18-f37072fd.pth", "f37072fd")]

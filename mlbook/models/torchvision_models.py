@@ -113,10 +113,14 @@ def torchvision_model(
         if not download:
             raise DataNotFoundError(message)
         try:
-            from torch.hub import download_url_to_file
+            from torch.hub import HASH_REGEX, download_url_to_file
 
+            # torchvision's file names carry the first digits of the file's sha256
+            # (resnet18-f37072fd.pth): torch.hub checks the download against them.
+            match = HASH_REGEX.search(path.name)
             path.parent.mkdir(parents=True, exist_ok=True)
-            download_url_to_file(resolved.url, str(path), hash_prefix=None, progress=True)
+            download_url_to_file(resolved.url, str(path),
+                                 hash_prefix=match.group(1) if match else None, progress=True)
         except Exception as err:  # offline: URLError, OSError, a blocked socket, ...
             path.unlink(missing_ok=True)
             raise DataNotFoundError(f"{message}. Download failed: {err}") from err
