@@ -44,7 +44,6 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -53,6 +52,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _provenance import REPO, cpu_model, sh  # benchmarks/ is on sys.path when run
 
 import mlbook
 from mlbook.data import (
@@ -72,7 +72,6 @@ from mlbook.meta import MAML, ProtoNet, episode_scores, meta_train
 from mlbook.models import Conv4
 from mlbook.transfer import LinearProbe, NearestCentroid, extract_features, fit
 
-REPO = Path(__file__).resolve().parents[1]
 EVAL_SEED = 2017  # seed of the test episodes every method is scored on
 EVAL_QUERIES = 15  # query images per class in test episodes (as in the papers)
 OUTER_LR = 1e-3
@@ -105,15 +104,7 @@ LAKE_BUDGET: dict[str, dict[str, int]] = {
 # ----------------------------------------------------------------------------- helpers
 def run_info() -> dict[str, Any]:
     """Commit, machine, load and software versions, for the results file."""
-
-    def sh(cmd: str) -> str:
-        try:
-            return subprocess.run(cmd, shell=True, capture_output=True, text=True, cwd=REPO,
-                                  timeout=30).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    cpu = sh("lscpu | grep 'Model name'").split(":", 1)[-1].strip() or platform.processor()
+    cpu = cpu_model()
     return {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "commit": sh("git rev-parse HEAD"),

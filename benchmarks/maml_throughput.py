@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _provenance import sh  # benchmarks/ is on sys.path when run
 
 from mlbook.data import Episode
 from mlbook.meta import MAML
@@ -221,10 +222,6 @@ def agreement(first_order: bool, ep: Episode) -> float:
              if not (name.startswith("features") and name.endswith(".0.bias"))]
     diff = torch.cat([(a - b).reshape(-1) for a, b in pairs]).norm()
     return float(diff / torch.cat([b.reshape(-1) for _, b in pairs]).norm())
-
-
-def sh(cmd: str) -> str:
-    return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
 
 
 def main() -> None:

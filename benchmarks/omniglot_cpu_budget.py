@@ -26,13 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from _provenance import cpu_model, sh  # benchmarks/ is on sys.path when run
 
 import mlbook
 from mlbook.data import EpisodeSampler, fixed_episodes, lake_split, rotate_classes
@@ -40,10 +39,6 @@ from mlbook.meta import MAML, ProtoNet, evaluate, meta_train
 from mlbook.models import Conv4
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def sh(cmd: str) -> str:
-    return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
 
 
 def curve(history) -> list[dict]:
@@ -160,7 +155,7 @@ def main() -> None:
     report = {
         "command": "python " + " ".join(sys.argv),
         "commit": sh("git rev-parse HEAD"),
-        "machine": sh("lscpu | grep 'Model name'").split(":")[-1].strip() or platform.processor(),
+        "machine": cpu_model(),
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "uptime_before": sh("uptime"), "test_episodes": args.test_episodes,
         "protocol": ("train: Lake background (964 characters x 4 rotations = 3856 classes); "
