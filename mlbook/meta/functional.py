@@ -23,18 +23,24 @@ function (each rewrite below is an identity, and the tests compare against the m
 forward and gradients in float64):
 
 * **Channels-last activations.** A 4-D input is carried through the convolutions as
-  ``torch.channels_last`` (NHWC in memory): there, PyTorch's CPU convolution, batch norm and
-  2x2 max-pool kernels run faster than in NCHW (with the other two rewrites, 1.27x for a
-  whole second-order MAML step: ``benchmarks/results/maml_throughput.md``). The first
-  convolution writes NHWC directly, as one matrix product of image patches (``F.unfold``)
-  with the weights, which saves converting its large output afterwards.
-* **Centred batch norm.** Batch norm with batch statistics does not depend on a
-  per-channel shift of its input, so ``batch_norm(x) == batch_norm(x - c)`` for any
-  constant ``c``, and so are all its derivatives. Subtracting the (detached) channel means
-  first matters because the channels-last kernel sums in float32 less carefully than the
-  NCHW one: without it, float32 meta-gradients were 40x further from float64 ones.
+  ``torch.channels_last`` (NHWC in memory): there, PyTorch's CPU convolution and 2x2
+  max-pool kernels run faster than in NCHW. The first convolution writes NHWC directly, as
+  one matrix product of image patches (``F.unfold``) with the weights, which saves
+  converting its large output afterwards.
 * **Pool before ReLU.** ``max_pool(relu(x)) == relu(max_pool(x))`` (ReLU is monotone), and
   the gradients agree too; the ReLU then touches a quarter of the values.
+* **Batch norm and max-pool as one op.** A batch norm followed by a max-pool runs as
+  :func:`mlbook.meta.bn_pool.batch_norm_max_pool`, which pools first and normalises only the
+  pooled quarter (batch norm is an increasing per-channel map when ``gamma > 0``; the op
+  handles ``gamma < 0`` too). It writes and keeps far fewer full-size buffers.
+* **Centred batch norm** (a batch norm not followed by a pool). Batch norm with batch
+  statistics does not depend on a per-channel shift of its input, so
+  ``batch_norm(x) == batch_norm(x - c)`` for any constant ``c``, and so are all its
+  derivatives. Subtracting the (detached) channel means first matters because the
+  channels-last kernel sums in float32 less carefully than the NCHW one.
+
+Together (with the task threads of :class:`mlbook.meta.MAML`) these make a second-order MAML
+step on Omniglot faster than a plain per-task loop: ``benchmarks/results/maml_throughput.md``.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mlbook.meta.bn_pool import batch_norm_max_pool, conv_batch_norm_max_pool
+
 Params = dict[str, torch.Tensor]
 
 
@@ -55,7 +63,8 @@ class _Unsupported(Exception):
 
 @dataclass(frozen=True)
 class _Op:
-    kind: str  # "linear", "conv2d", "batch_norm", "relu", "max_pool2d", "flatten"
+    kind: str  # "linear", "conv2d", "batch_norm", "relu", "max_pool2d", "flatten",
+    #            "batch_norm_max_pool", "conv_batch_norm_max_pool" (fast layout only)
     prefix: str  # parameter name prefix, e.g. "features.0.0."
     config: tuple = ()
 
@@ -94,13 +103,27 @@ def _compile(module: nn.Module, prefix: str) -> list[_Op]:
     raise _Unsupported(f"{type(module).__name__} at {prefix!r}")
 
 
-def _pool_before_relu(ops: list[_Op]) -> list[_Op]:
-    """Swap every ``relu, max_pool2d`` pair: the same function, a quarter of the ReLU work."""
+def _fast_ops(ops: list[_Op]) -> list[_Op]:
+    """The CPU rewrites of the module docstring on an op list: the same function.
+
+    ``relu, max_pool2d`` becomes ``max_pool2d, relu`` (a quarter of the ReLU work), then
+    ``batch_norm, max_pool2d`` becomes one ``batch_norm_max_pool``, and a convolution before
+    that one ``conv_batch_norm_max_pool`` (used when the convolution takes patches, see
+    :func:`_patch_convolution`; otherwise it runs as the two ops).
+    """
     ops = list(ops)
     for i in range(len(ops) - 1):
         if ops[i].kind == "relu" and ops[i + 1].kind == "max_pool2d":
             ops[i], ops[i + 1] = ops[i + 1], ops[i]
-    return ops
+    fused: list[_Op] = []
+    for op in ops:
+        if op.kind == "max_pool2d" and fused and fused[-1].kind == "batch_norm":
+            norm = fused.pop()
+            op = _Op("batch_norm_max_pool", norm.prefix, norm.config + op.config)
+        if op.kind == "batch_norm_max_pool" and fused and fused[-1].kind == "conv2d":
+            op = _Op("conv_batch_norm_max_pool", "", (fused.pop(), op))
+        fused.append(op)
+    return fused
 
 
 def _is_nhwc(x: torch.Tensor) -> bool:
@@ -113,14 +136,12 @@ def _is_nhwc(x: torch.Tensor) -> bool:
 
 
 def _conv2d_to_channels_last(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                             stride, padding, dilation, centre: bool = False) -> torch.Tensor:
+                             stride, padding, dilation) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, ...)`` for an NCHW ``x``, returned in channels-last memory.
 
     One matrix product of the ``[N*H'*W', C*kh*kw]`` image patches with the ``[C*kh*kw, O]``
     weights writes the output directly as NHWC. Used for a network's first convolution,
-    whose few input channels make the patches small. ``centre=True`` (for a batch norm that
-    follows) subtracts the detached channel means of the output in the same product: they
-    are ``mean(patches) @ weights + bias``, so no extra pass over the large output is needed.
+    whose few input channels make the patches small.
     """
     n, _, h, w = x.shape
     out_channels, _, kh, kw = weight.shape
@@ -128,12 +149,10 @@ def _conv2d_to_channels_last(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     wo = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     patches = F.unfold(x, (kh, kw), dilation, padding, stride)  # [N, C*kh*kw, H'*W']
     patches = patches.transpose(1, 2).reshape(n * ho * wo, -1)
-    w2 = weight.reshape(out_channels, -1).t()
-    if centre:
-        channel_means = patches.detach().mean(0) @ w2.detach()
-        if bias is not None:
-            channel_means = channel_means + bias.detach()
-        bias = -channel_means if bias is None else bias - channel_means
+    # Contiguous [C*kh*kw, O]: with a transposed view here, autograd computes the weight
+    # gradient as grad.t() @ patches, a [O, N*H'*W'] x [N*H'*W', C*kh*kw] product that ran
+    # 7x slower on this CPU than patches.t() @ grad (and copied the full-size gradient).
+    w2 = weight.reshape(out_channels, -1).t().contiguous()
     y = patches @ w2 if bias is None else torch.addmm(bias, patches, w2)
     return y.view(n, ho, wo, out_channels).permute(0, 3, 1, 2)  # NCHW shape, NHWC memory
 
@@ -143,30 +162,47 @@ def _conv2d_to_channels_last(x: torch.Tensor, weight: torch.Tensor, bias: torch.
 _MAX_PATCH = 64
 
 
-def _conv2d(x: torch.Tensor, params: Params, op: _Op, channels_last: bool,
-            centre: bool = False) -> tuple[torch.Tensor, bool]:
-    """The convolution, and whether its output is already centred (see ``centre``)."""
+def _patch_convolution(x: torch.Tensor, weight: torch.Tensor, op: _Op) -> bool:
+    """Whether the convolution runs as patches @ weights (an NCHW input with few channels)."""
+    if x.ndim != 4 or _is_nhwc(x):
+        return False
+    # The patch size from the shape, not ``weight[0].numel()``: indexing a parameter holds
+    # the GIL while it waits for the parameter's autograd lock, and another task thread can
+    # hold that lock while it waits for the GIL (a deadlock seen here).
+    _, in_channels, kh, kw = weight.shape
+    return op.config[4] == 1 and in_channels * kh * kw <= _MAX_PATCH
+
+
+def _conv2d(x: torch.Tensor, params: Params, op: _Op, channels_last: bool) -> torch.Tensor:
     has_bias, stride, padding, dilation, groups = op.config
     weight = params[op.prefix + "weight"]
     bias = params[op.prefix + "bias"] if has_bias else None
     if channels_last and x.ndim == 4 and not _is_nhwc(x):
-        # The patch size from the shape, not ``weight[0].numel()``: indexing a parameter
-        # holds the GIL while it waits for the parameter's autograd lock, and another task
-        # thread can hold that lock while it waits for the GIL (a deadlock seen here).
-        _, in_channels, kh, kw = weight.shape
-        if groups == 1 and in_channels * kh * kw <= _MAX_PATCH:
-            y = _conv2d_to_channels_last(x, weight, bias, stride, padding, dilation, centre)
-            return y, centre
+        if _patch_convolution(x, weight, op):
+            return _conv2d_to_channels_last(x, weight, bias, stride, padding, dilation)
         x = x.contiguous(memory_format=torch.channels_last)
-    return F.conv2d(x, weight, bias, stride, padding, dilation, groups), False
+    return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
 
-def _batch_norm(x: torch.Tensor, params: Params, op: _Op, centred: bool = False
-                ) -> torch.Tensor:
+def _conv_batch_norm_max_pool(x: torch.Tensor, params: Params, op: _Op) -> torch.Tensor:
+    conv, norm = op.config
+    has_bias, stride, padding, dilation, _ = conv.config
+    weight = params[conv.prefix + "weight"]
+    if not _patch_convolution(x, weight, conv):
+        return _batch_norm_max_pool(_conv2d(x, params, conv, True), params, norm)
+    affine, eps, *pool = norm.config
+    return conv_batch_norm_max_pool(
+        x, weight, params[conv.prefix + "bias"] if has_bias else None,
+        params[norm.prefix + "weight"] if affine else None,
+        params[norm.prefix + "bias"] if affine else None,
+        eps, (stride, padding, dilation), tuple(pool))
+
+
+def _batch_norm(x: torch.Tensor, params: Params, op: _Op) -> torch.Tensor:
     affine, eps = op.config
     w = params[op.prefix + "weight"] if affine else None
     b = params[op.prefix + "bias"] if affine else None
-    if _is_nhwc(x) and not centred:
+    if _is_nhwc(x):
         # Exact (batch norm ignores per-channel shifts) and keeps float32 sums accurate.
         channel_means = x.detach().permute(0, 2, 3, 1).reshape(-1, x.shape[1]).mean(0)
         x = x - channel_means.view(1, -1, 1, 1)
@@ -174,17 +210,25 @@ def _batch_norm(x: torch.Tensor, params: Params, op: _Op, centred: bool = False
     return F.batch_norm(x, None, None, w, b, training=True, momentum=0.0, eps=eps)
 
 
+def _batch_norm_max_pool(x: torch.Tensor, params: Params, op: _Op) -> torch.Tensor:
+    affine, eps, *pool = op.config
+    w = params[op.prefix + "weight"] if affine else None
+    b = params[op.prefix + "bias"] if affine else None
+    return batch_norm_max_pool(x, w, b, eps, *pool)
+
+
 def _run(ops: list[_Op], params: Params, x: torch.Tensor, channels_last: bool = False
          ) -> torch.Tensor:
-    centred = False  # the last convolution already subtracted its channel means
-    for i, op in enumerate(ops):
+    for op in ops:
         p = op.prefix
         if op.kind == "conv2d":
-            before_norm = i + 1 < len(ops) and ops[i + 1].kind == "batch_norm"
-            x, centred = _conv2d(x, params, op, channels_last, centre=before_norm)
-            continue
-        if op.kind == "batch_norm":
-            x = _batch_norm(x, params, op, centred)
+            x = _conv2d(x, params, op, channels_last)
+        elif op.kind == "batch_norm":
+            x = _batch_norm(x, params, op)
+        elif op.kind == "batch_norm_max_pool":
+            x = _batch_norm_max_pool(x, params, op)
+        elif op.kind == "conv_batch_norm_max_pool":
+            x = _conv_batch_norm_max_pool(x, params, op)
         elif op.kind == "relu":
             x = F.relu(x)
         elif op.kind == "max_pool2d":
@@ -195,7 +239,6 @@ def _run(ops: list[_Op], params: Params, x: torch.Tensor, channels_last: bool = 
             x = F.linear(x, params[p + "weight"], params[p + "bias"] if op.config[0] else None)
         else:  # pragma: no cover - _compile only emits the kinds above
             raise AssertionError(op.kind)
-        centred = False
     return x
 
 
@@ -211,8 +254,8 @@ class FunctionalModel:
         ``False`` for the :func:`torch.func.functional_call` fallback.
     fast_layout
         ``True`` (default) lets the interpreted forward use the CPU rewrites of the module
-        docstring (channels-last, centred batch norm, pool before ReLU) on CPU tensors;
-        ``False`` runs the module's ops as written, in NCHW.
+        docstring (channels-last, pool before ReLU, batch norm + max-pool as one op) on CPU
+        tensors; ``False`` runs the module's ops as written, in NCHW.
     """
 
     def __init__(self, module: nn.Module, fast_layout: bool = True) -> None:
@@ -223,7 +266,7 @@ class FunctionalModel:
         except _Unsupported:
             self._ops = None
         self.thread_safe = self._ops is not None
-        self._fast_ops = _pool_before_relu(self._ops) if self._ops is not None else None
+        self._fast_ops = _fast_ops(self._ops) if self._ops is not None else None
 
     def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         if self._ops is None:
