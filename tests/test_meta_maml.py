@@ -233,7 +233,14 @@ def test_meta_sgd_rates_get_gradients_and_start_at_inner_lr():
     assert len(learner.inner_lrs) == len(list(model.parameters()))
     assert all(torch.all(r == 0.1) for r in learner.inner_lrs.values())
     learner.meta_loss(omniglot_like_episode(num_tasks=2, dtype=torch.float32))[0].backward()
-    assert all(r.grad is not None and r.grad.abs().sum() > 0 for r in learner.inner_lrs.values())
+    # A conv bias before batch norm changes nothing (batch norm removes it): its gradient and
+    # so its rate's gradient are zero in exact arithmetic. Every other rate learns.
+    zero = {n for n in learner.inner_lrs if n.startswith("features") and n.endswith("0__bias")}
+    assert len(zero) == 4
+    grads = {n: r.grad for n, r in learner.inner_lrs.items()}
+    assert all(g is not None and g.abs().sum() > 0 for n, g in grads.items() if n not in zero)
+    largest = max(g.abs().max() for g in grads.values() if g is not None)
+    assert all(g is None or g.abs().max() < 1e-6 * largest for n, g in grads.items() if n in zero)
 
 
 def sinusoid_mlp_and_episode(model_seed: int, data_seed: int, num_tasks: int, phase: float = 0.0):
