@@ -92,9 +92,11 @@ def _empty_pooled(x_shape: tuple[int, ...], pool: Pool, like: torch.Tensor
     n, c, h, w = x_shape
     shape = (n, c, *(_pooled_size(s, k, st, p, d, ceil_mode) for s, k, st, p, d in zip(
         (h, w), kernel, stride, padding, dilation, strict=True)))
-    pooled = like.new_empty(shape).contiguous(memory_format=torch.channels_last)
-    positions = torch.empty(shape, dtype=torch.int64, device=like.device)
-    return pooled, positions.contiguous(memory_format=torch.channels_last)
+    pooled = torch.empty(shape, dtype=like.dtype, device=like.device,
+                         memory_format=torch.channels_last)
+    positions = torch.empty(shape, dtype=torch.int64, device=like.device,
+                            memory_format=torch.channels_last)
+    return pooled, positions
 
 
 def channel_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,13 +145,14 @@ def _statistics_gradients(grad_out, centred, weight, invstd, n):
     which the statistics contribute ``(x - mean) * slope + shift`` to every element's gradient.
     """
     sums = (0, 2, 3)
+    scale = weight * invstd
     centred_dot = (grad_out * centred).sum(sums)
     grad_weight, grad_bias = centred_dot * invstd, grad_out.sum(sums)
-    grad_pooled = grad_out * _per_channel(weight * invstd)
+    grad_pooled = grad_out * _per_channel(scale)
     # mean and var get gradients through the normalisation; var = mean((x - mean)^2), so
     # d var / dx = 2 (x - mean) / n and d mean / dx = 1 / n.
     grad_var = -0.5 * weight * centred_dot * invstd**3
-    grad_mean = -grad_pooled.sum(sums)
+    grad_mean = -scale * grad_bias  # = -grad_pooled.sum(sums), without another pass
     return grad_weight, grad_bias, grad_pooled, _per_channel(2.0 * grad_var / n), \
         _per_channel(grad_mean / n)
 
