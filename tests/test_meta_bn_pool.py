@@ -191,3 +191,13 @@ def test_pooled_size_matches_max_pool(size, pool):
     want = F.max_pool2d(x, *pool)
     got = batch_norm_max_pool(x, None, None, 1e-5, *pool)
     assert got.shape == want.shape
+
+
+def test_large_planes_keep_int64_positions():
+    """Positions are stored as int16 up to H * W = 32767 and as int64 above."""
+    x, weight, bias = inputs(channels_last=True, shape=(1, 2, 182, 182))  # 33124 positions
+    probe = torch.randn(1, 2, 91, 91, dtype=torch.float64)
+    got = torch.autograd.grad((fused(x, weight, bias) * probe).sum(), (x, weight, bias))
+    want = torch.autograd.grad((two_ops(x, weight, bias) * probe).sum(), (x, weight, bias))
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

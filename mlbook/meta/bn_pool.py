@@ -76,25 +76,37 @@ def _pooled_size(size: int, kernel: int, stride: int, padding: int, dilation: in
 def _pool_into(x: torch.Tensor, negative: torch.Tensor, pool: Pool, pooled: torch.Tensor,
                positions: torch.Tensor) -> None:
     """Write the max of every window of ``x`` (the min on ``negative`` channels) and its flat
-    position into ``pooled`` and ``positions`` (same shape, e.g. slices of larger tensors)."""
+    position into ``pooled`` and ``positions`` (same shape, e.g. slices of larger tensors;
+    ``positions`` may be a narrower integer type than the pool's int64, see
+    :func:`_empty_pooled`)."""
     args = _pool_args(pool)
-    torch.ops.aten.max_pool2d_with_indices.out(x, *args, out=pooled, indices=positions)
+    if positions.dtype == torch.int64:
+        torch.ops.aten.max_pool2d_with_indices.out(x, *args, out=pooled, indices=positions)
+    else:
+        found = torch.empty_like(positions, dtype=torch.int64)
+        torch.ops.aten.max_pool2d_with_indices.out(x, *args, out=pooled, indices=found)
+        positions.copy_(found)
     if bool(negative.any()):
         neg_pooled, neg_positions = torch.ops.aten.max_pool2d_with_indices(-x[:, negative], *args)
         pooled[:, negative] = -neg_pooled
-        positions[:, negative] = neg_positions
+        positions[:, negative] = neg_positions.to(positions.dtype)
 
 
 def _empty_pooled(x_shape: tuple[int, ...], pool: Pool, like: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Uninitialised channels-last ``pooled`` and ``positions`` for an input of ``x_shape``."""
+    """Uninitialised channels-last ``pooled`` and ``positions`` for an input of ``x_shape``.
+
+    The positions (flat indices into ``H * W``) are kept until the backward pass, so they are
+    int16 when ``H * W`` allows: a quarter of the pool's own int64 indices.
+    """
     kernel, stride, padding, dilation, ceil_mode = _pool_args(pool)
     n, c, h, w = x_shape
     shape = (n, c, *(_pooled_size(s, k, st, p, d, ceil_mode) for s, k, st, p, d in zip(
         (h, w), kernel, stride, padding, dilation, strict=True)))
     pooled = torch.empty(shape, dtype=like.dtype, device=like.device,
                          memory_format=torch.channels_last)
-    positions = torch.empty(shape, dtype=torch.int64, device=like.device,
+    index_type = torch.int16 if h * w <= torch.iinfo(torch.int16).max else torch.int64
+    positions = torch.empty(shape, dtype=index_type, device=like.device,
                             memory_format=torch.channels_last)
     return pooled, positions
 
@@ -119,7 +131,7 @@ def _reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     """The op as plain autograd ops, given the pooled positions (for higher derivatives)."""
     mean = x.mean((0, 2, 3))
     var = (x - _per_channel(mean)).square().mean((0, 2, 3))
-    pooled = x.flatten(2).gather(2, positions.flatten(2)).view(positions.shape)
+    pooled = x.flatten(2).gather(2, positions.long().flatten(2)).view(positions.shape)
     scale = weight * torch.rsqrt(var + eps)
     return torch.addcmul(_per_channel(bias), pooled - _per_channel(mean), _per_channel(scale))
 
@@ -164,7 +176,7 @@ def _input_gradient(grad_pooled, x, positions, pool, mean, slope, shift) -> torc
     float32 error that the next layers' sums amplify.
     """
     grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
-        grad_pooled, x, *_pool_args(pool), positions)
+        grad_pooled, x, *_pool_args(pool), positions.long())
     for part in _batch_slices(x.shape[0], x.numel() // max(1, x.shape[0])):
         grad_x[part] += (x[part] - _per_channel(mean)).mul_(slope).add_(shift)
     return grad_x
@@ -259,7 +271,7 @@ class _ConvBatchNormMaxPool(torch.autograd.Function):
     image patches with the weights. So its output is computed slice by slice of the batch (a
     few images at a time): in the forward pass for the statistics and the pooled positions,
     and again in the backward pass, where each slice's gradient goes straight into the
-    weight gradient. What is kept is the patches and the pooled quarter.
+    weight gradient. What is kept is the input image and the pooled quarter.
 
     The convolution's bias is left out of the arithmetic: batch norm removes any per-channel
     constant, so the output does not depend on it and its gradient is exactly zero.
@@ -288,14 +300,15 @@ class _ConvBatchNormMaxPool(torch.autograd.Function):
         mean = (count * slice_means).sum(0) / n
         var = (torch.stack(sq_devs).sum(0) + (count * (slice_means - mean) ** 2).sum(0)) / n
         out, centred, invstd = _normalise(pooled, mean, var, weight, bias, eps)
-        ctx.save_for_backward(image, conv_weight, conv_bias, weight, bias, patches, positions,
-                              centred, mean, invstd)
-        ctx.conv, ctx.pool, ctx.eps, ctx.size = conv, pool, eps, (height, width)
+        # The patches are recomputed in the backward pass (cheap) rather than kept.
+        ctx.save_for_backward(image, conv_weight, conv_bias, weight, bias, positions, centred,
+                              mean, invstd)
+        ctx.conv, ctx.pool, ctx.eps = conv, pool, eps
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        (image, conv_weight, conv_bias, weight, bias, patches, positions, centred, mean,
+        (image, conv_weight, conv_bias, weight, bias, positions, centred, mean,
          invstd) = ctx.saved_tensors
         needs = ctx.needs_input_grad[:5]
         if torch.is_grad_enabled():  # create_graph: autograd differentiates the same function
@@ -305,7 +318,7 @@ class _ConvBatchNormMaxPool(torch.autograd.Function):
             return _create_graph_backward(reference, (image, conv_weight, conv_bias, weight,
                                                       bias), needs, grad_out, trailing=3)
 
-        height, width = ctx.size
+        patches, height, width = _patches(image, conv_weight.shape[2:], *ctx.conv)
         grad_weight, grad_bias, grad_pooled, slope, shift = _statistics_gradients(
             grad_out, centred, weight, invstd, patches.shape[0] * patches.shape[1])
         w2 = conv_weight.reshape(conv_weight.shape[0], -1).t().contiguous()
