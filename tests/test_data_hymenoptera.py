@@ -78,8 +78,9 @@ def test_datasets_rgb_and_default_transforms(folder):
 
 
 def test_missing_zip(tmp_path, isolated_cache):
+    # download=False: the default downloads when MLBOOK_DATA is unset, and tests stay offline.
     with pytest.raises(mlbook.DataNotFoundError, match="hymenoptera_data.zip"):
-        hym.hymenoptera_root(root=tmp_path)
+        hym.hymenoptera_root(root=tmp_path, download=False)
 
 
 @needs_data

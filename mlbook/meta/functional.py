@@ -32,7 +32,10 @@ forward and gradients in float64):
 * **Batch norm and max-pool as one op.** A batch norm followed by a max-pool runs as
   :func:`mlbook.meta.bn_pool.batch_norm_max_pool`, which pools first and normalises only the
   pooled quarter (batch norm is an increasing per-channel map when ``gamma > 0``; the op
-  handles ``gamma < 0`` too). It writes and keeps far fewer full-size buffers.
+  handles ``gamma < 0`` too). It writes and keeps far fewer full-size buffers. A first
+  convolution (patches @ weights) before it joins the op too:
+  :func:`mlbook.meta.bn_pool.conv_batch_norm_max_pool` computes it a few images at a time
+  and never stores its full-size output.
 * **Centred batch norm** (a batch norm not followed by a pool). Batch norm with batch
   statistics does not depend on a per-channel shift of its input, so
   ``batch_norm(x) == batch_norm(x - c)`` for any constant ``c``, and so are all its
