@@ -86,8 +86,9 @@ def test_published_error_rates():
 
 
 def test_missing_and_corrupted_zip(tmp_path, runs105):
+    # download=False: the default downloads when MLBOOK_DATA is unset, and tests stay offline.
     with pytest.raises(mlbook.DataNotFoundError, match="all_runs.zip"):
-        load_one_shot_runs(root=tmp_path)
+        load_one_shot_runs(root=tmp_path, download=False)
     root, _ = runs105
     copy = tmp_path / "all_runs.zip"
     shutil.copyfile(f"{root}/all_runs.zip", copy)
