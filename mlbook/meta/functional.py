@@ -55,7 +55,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlbook.meta.bn_pool import batch_norm_max_pool, conv_batch_norm_max_pool
+from mlbook.meta.bn_pool import (
+    batch_norm_max_pool,
+    conv_batch_norm_max_pool,
+    image_patches,
+    patch_convolution,
+    patch_weights,
+)
 
 Params = dict[str, torch.Tensor]
 
@@ -146,18 +152,8 @@ def _conv2d_to_channels_last(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     weights writes the output directly as NHWC. Used for a network's first convolution,
     whose few input channels make the patches small.
     """
-    n, _, h, w = x.shape
-    out_channels, _, kh, kw = weight.shape
-    ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    wo = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    patches = F.unfold(x, (kh, kw), dilation, padding, stride)  # [N, C*kh*kw, H'*W']
-    patches = patches.transpose(1, 2).reshape(n * ho * wo, -1)
-    # Contiguous [C*kh*kw, O]: with a transposed view here, autograd computes the weight
-    # gradient as grad.t() @ patches, a [O, N*H'*W'] x [N*H'*W', C*kh*kw] product that ran
-    # 7x slower on this CPU than patches.t() @ grad (and copied the full-size gradient).
-    w2 = weight.reshape(out_channels, -1).t().contiguous()
-    y = patches @ w2 if bias is None else torch.addmm(bias, patches, w2)
-    return y.view(n, ho, wo, out_channels).permute(0, 3, 1, 2)  # NCHW shape, NHWC memory
+    patches, height, width = image_patches(x, weight.shape[2:], stride, padding, dilation)
+    return patch_convolution(patches, patch_weights(weight), height, width, bias)
 
 
 # Below this many values per output pixel (C*kh*kw), the first convolution goes through
