@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _provenance import sh  # benchmarks/ is on sys.path when run
+from _provenance import cpu_model, sh  # benchmarks/ is on sys.path when run
 
 from mlbook.data import Episode
 from mlbook.meta import MAML
@@ -50,7 +50,6 @@ from mlbook.meta.functional import FunctionalModel
 from mlbook.models import Conv4
 
 TASKS, WAYS, QUERIES, INNER_LR = 32, 5, 15, 0.4
-LSCPU = "lscpu | grep 'Model name'"
 
 
 def make_episode(seed: int = 0) -> Episode:
@@ -300,7 +299,7 @@ def main() -> None:
             "# MAML meta-iteration throughput on CPU (Omniglot 5-way 1-shot, meta-batch 32)", "",
             f"- command: `python {' '.join(sys.argv)}`",
             f"- commit: `{sh('git rev-parse HEAD')}`",
-            f"- machine: `{sh(LSCPU)}`, torch "
+            f"- machine: `{cpu_model()}`, torch "
             f"{torch.__version__}, 2 intra-op threads for every contender",
             f"- load before (`uptime`): `{uptime_before}`",
             f"- load after (`uptime`): `{sh('uptime')}`",
