@@ -32,6 +32,19 @@ def inputs(channels_last: bool, dtype=torch.float64, seed: int = 0, shape=(4, 5,
     return [t.requires_grad_() for t in (x, weight, bias)]
 
 
+def derivatives(f, args, extra, probe) -> list[torch.Tensor]:
+    """``f(*args, *extra)``, its gradient along ``probe`` and, through that gradient, second
+    derivatives w.r.t. every tensor in ``args``."""
+    out = f(*args, *extra)
+    grads = torch.autograd.grad((out * probe).sum(), args, create_graph=True)
+    curvature = sum((gr * gr).sum() for gr in grads)
+    second = torch.autograd.grad(curvature, args, allow_unused=True)
+    # A gradient that nothing depends on (the batch-norm bias's: the probe's sum) has no second
+    # derivative in either version: compare zeros.
+    return [out, *grads, *(torch.zeros_like(t) if s is None else s
+                           for s, t in zip(second, args, strict=True))]
+
+
 @pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize("pool", POOLS)
 def test_same_function_and_derivatives_as_batch_norm_then_max_pool(channels_last, pool):
@@ -39,16 +52,8 @@ def test_same_function_and_derivatives_as_batch_norm_then_max_pool(channels_last
     g = torch.Generator().manual_seed(1)
     probe = torch.randn(two_ops(x, weight, bias, *pool).shape, generator=g, dtype=x.dtype)
 
-    def derivatives(f):
-        out = f(x, weight, bias, *pool)
-        grads = torch.autograd.grad((out * probe).sum(), (x, weight, bias), create_graph=True)
-        curvature = sum((gr * gr).sum() for gr in grads)  # second derivatives through grads
-        second = torch.autograd.grad(curvature, (x, weight, bias), allow_unused=True)
-        # The bias gradient is the probe's sum: nothing depends on it, in either version.
-        return [out, *grads, *(torch.zeros_like(t) if s is None else s
-                               for s, t in zip(second, (x, weight, bias), strict=True))]
-
-    for got, want in zip(derivatives(fused), derivatives(two_ops), strict=True):
+    for got, want in zip(derivatives(fused, (x, weight, bias), pool, probe),
+                         derivatives(two_ops, (x, weight, bias), pool, probe), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
@@ -159,15 +164,8 @@ def test_conv_version_is_the_three_ops_to_second_order(small_slices, pool):
     g = torch.Generator().manual_seed(3)
     probe = torch.randn(conv_three_ops(*args, pool).shape, generator=g, dtype=torch.float64)
 
-    def derivatives(f):
-        out = f(*args, pool)
-        grads = torch.autograd.grad((out * probe).sum(), args, create_graph=True)
-        curvature = sum((gr * gr).sum() for gr in grads)
-        second = torch.autograd.grad(curvature, args, allow_unused=True)
-        return [out, *grads, *(torch.zeros_like(t) if s is None else s
-                               for s, t in zip(second, args, strict=True))]
-
-    for got, want in zip(derivatives(conv_fused), derivatives(conv_three_ops), strict=True):
+    for got, want in zip(derivatives(conv_fused, args, (pool,), probe),
+                         derivatives(conv_three_ops, args, (pool,), probe), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-11)
 
 
