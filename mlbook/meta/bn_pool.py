@@ -78,12 +78,18 @@ def _output_size(size: int, kernel: int, stride: int, padding: int, dilation: in
     return out
 
 
-def _pool_into(x: torch.Tensor, negative: torch.Tensor, pool: Pool, pooled: torch.Tensor,
-               positions: torch.Tensor) -> None:
-    """Write the max of every window of ``x`` (the min on ``negative`` channels) and its flat
-    position into ``pooled`` and ``positions`` (same shape, e.g. slices of larger tensors;
-    ``positions`` may be a narrower integer type than the pool's int64, see
-    :func:`_empty_pooled`)."""
+def _negative_channels(weight: torch.Tensor) -> torch.Tensor | None:
+    """The channels whose ``gamma < 0`` (they pool the minimum), or ``None`` if there are none."""
+    negative = weight < 0
+    return negative if bool(negative.any()) else None
+
+
+def _pool_into(x: torch.Tensor, negative: torch.Tensor | None, pool: Pool,
+               pooled: torch.Tensor, positions: torch.Tensor) -> None:
+    """Write the max of every window of ``x`` (the min on ``negative`` channels, see
+    :func:`_negative_channels`) and its flat position into ``pooled`` and ``positions`` (same
+    shape, e.g. slices of larger tensors; ``positions`` may be a narrower integer type than
+    the pool's int64, see :func:`_empty_pooled`)."""
     args = _pool_args(pool)
     if positions.dtype == torch.int64:
         torch.ops.aten.max_pool2d_with_indices.out(x, *args, out=pooled, indices=positions)
@@ -91,7 +97,7 @@ def _pool_into(x: torch.Tensor, negative: torch.Tensor, pool: Pool, pooled: torc
         found = torch.empty_like(positions, dtype=torch.int64)
         torch.ops.aten.max_pool2d_with_indices.out(x, *args, out=pooled, indices=found)
         positions.copy_(found)
-    if bool(negative.any()):
+    if negative is not None:
         neg_pooled, neg_positions = torch.ops.aten.max_pool2d_with_indices(-x[:, negative], *args)
         pooled[:, negative] = -neg_pooled
         positions[:, negative] = neg_positions.to(positions.dtype)
@@ -201,7 +207,7 @@ class _BatchNormMaxPool(torch.autograd.Function):
     def forward(ctx, x, weight, bias, pool, eps):
         mean, var = channel_mean_var(x)
         pooled, positions = _empty_pooled(x.shape, pool, x)
-        _pool_into(x, weight < 0, pool, pooled, positions)
+        _pool_into(x, _negative_channels(weight), pool, pooled, positions)
         out, centred, invstd = _normalise(pooled, mean, var, weight, bias, eps)
         ctx.save_for_backward(x, weight, bias, positions, centred, mean, invstd)
         ctx.pool, ctx.eps = pool, eps
@@ -302,7 +308,7 @@ class _ConvBatchNormMaxPool(torch.autograd.Function):
         out_channels = w2.shape[1]
         pooled, positions = _empty_pooled((image.shape[0], out_channels, height, width), pool,
                                           image)
-        negative = weight < 0
+        negative = _negative_channels(weight)  # once, not per slice
         means, sq_devs, counts = [], [], []
         for part in _batch_slices(image.shape[0], height * width * out_channels):
             x = patch_convolution(patches[part], w2, height, width)
