@@ -106,6 +106,7 @@ def meta_train(
     sampler: Any,
     optimizer: torch.optim.Optimizer,
     steps: int | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     time_budget_s: float | None = None,
     val_episodes: Any = None,
     eval_every: int = 100,
@@ -127,6 +128,9 @@ def meta_train(
         Outer optimizer over ``learner.parameters()`` (e.g. Adam, lr 1e-3).
     steps
         Stop after this many outer steps in total (counting steps done before a resume).
+    scheduler
+        An optional learning-rate schedule of ``optimizer``, stepped after every outer step
+        and saved in checkpoints (e.g. ``StepLR(optimizer, 2000, 0.5)``, Snell et al.).
     time_budget_s
         Stop once this much *training* time (seconds, wall clock, validation and
         checkpointing excluded, summed over resumes) is spent. With ``steps`` too, whichever
@@ -159,6 +163,11 @@ def meta_train(
         state = load_checkpoint(checkpoint)
         learner.load_state_dict(state["learner"])
         optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            if state.get("scheduler") is None:
+                raise ValueError(f"checkpoint {checkpoint} was written without a scheduler; "
+                                 "resume it with scheduler=None or start a new run")
+            scheduler.load_state_dict(state["scheduler"])
         history = History.from_state_dict(state["history"])
         step, train_time = int(state["step"]), float(state["train_time_s"])
         torch.set_rng_state(state["torch_rng"])
@@ -171,6 +180,7 @@ def meta_train(
         save_checkpoint({
             "learner": learner.state_dict(),
             "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "history": history.state_dict(),
             "step": step,
             "train_time_s": train_time,
@@ -203,6 +213,8 @@ def meta_train(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         train_time += time.perf_counter() - start
         step += 1
         history.log(step=step, train_loss=loss.item(), train_acc=acc, train_time_s=train_time)

@@ -1,0 +1,230 @@
+"""Train one model of the zoo (``mlbook.zoo``) and ship it: weights, index entry, results file.
+
+Run from a clean commit (the commit goes into the model's record)::
+
+    MLBOOK_DATA=... python benchmarks/train_zoo.py protonet-1shot [--threads 2]
+
+It is resumable: the run's checkpoint (``benchmarks/zoo_runs/NAME/checkpoint.pt``, every
+``eval_every`` steps, written atomically) is picked up when the same command runs again. At the end it
+scores the model on 600 seeded test episodes per setting (15 queries per class), or on Lake's
+20 one-shot runs, and writes
+
+* ``mlbook/zoo/weights/NAME.pt``: the learner's state dict (``torch.load(weights_only=True)``),
+* the model's entry in ``mlbook/zoo/models.json`` (what :func:`mlbook.zoo.info` returns),
+* ``benchmarks/results/zoo/NAME.json`` and ``.md``: recipe, learning curve, test scores,
+  command, commit, machine, load before/after, wall and training time.
+
+The learning curve is scored on other fixed episodes (seed 1) of the test characters. It is
+only a curve: no model selection, no early stopping; the recipes were fixed beforehand and
+the weights at the last step are the ones shipped and tested (seed 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from _provenance import REPO, cpu_model, sh  # benchmarks/ is on sys.path when run
+
+import mlbook
+from mlbook import zoo
+from mlbook.checkpoint import save_checkpoint
+from mlbook.data import (
+    EpisodeSampler,
+    fixed_episodes,
+    lake_split,
+    load_one_shot_runs,
+    omniglot_standard_split,
+    rotate_classes,
+    score_one_shot_runs,
+)
+from mlbook.data._files import sha256sum
+from mlbook.data.augment import AugmentedEpisodes
+from mlbook.meta import evaluate, meta_train
+
+# Training recipes. ``n_way``/``k_shot`` are the test setting a model is meant for;
+# ``train_*`` the episodes it is trained on. Snell et al. trained ProtoNets on 60-way
+# episodes with 5 queries per class, Adam 1e-3 halved at fixed intervals, one model per shot.
+RECIPES: dict[str, dict] = {
+    "protonet-1shot": dict(
+        method="protonet", split="standard", n_way=5, k_shot=1, train_way=60, train_shot=1,
+        train_queries=5, meta_batch=1, steps=5000, lr=1e-3, halve_every=1250,
+        eval_every=500, tests=[(5, 1), (20, 1)]),
+    "protonet-5shot": dict(
+        method="protonet", split="standard", n_way=5, k_shot=5, train_way=60, train_shot=5,
+        train_queries=5, meta_batch=1, steps=4000, lr=1e-3, halve_every=1000,
+        eval_every=500, tests=[(5, 5), (20, 5)]),
+    # Lake's background alphabets only, x4 rotations, with small affine distortions.
+    "protonet-lake": dict(
+        method="protonet", split="lake-background", n_way=20, k_shot=1, train_way=60,
+        train_shot=1, train_queries=5, meta_batch=1, steps=5000, lr=1e-3, halve_every=1250,
+        eval_every=500, augment=True, tests=[(20, 1)]),
+}
+TEST_EPISODES, TEST_QUERIES, CURVE_EPISODES = 600, 15, 100
+RESULTS = REPO / "benchmarks" / "results" / "zoo"
+# Checkpoints of runs in progress: committed when a session must stop mid-run, so that the
+# next session (maybe on another machine) resumes it.
+RUNS = REPO / "benchmarks" / "zoo_runs"
+
+
+def load_data(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training classes and test characters of a split."""
+    if split == "standard":
+        return omniglot_standard_split(28)
+    background, evaluation = lake_split(28)
+    return rotate_classes(background), evaluation
+
+
+def provenance() -> dict:
+    return {"commit": sh("git rev-parse HEAD"),
+            "dirty": bool(sh("git status --porcelain -- mlbook benchmarks "
+                            "':!benchmarks/zoo_runs' ':!benchmarks/results/zoo'")),
+            "machine": f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}",
+            "load": sh("cat /proc/loadavg")}
+
+
+def test_scores(learner, recipe: dict, test: torch.Tensor, inner_steps: int | None,
+                count: int = TEST_EPISODES) -> dict:
+    """Mean accuracy and 95% interval on ``count`` seeded test episodes per (ways, shots),
+    and for the Lake split the error on Lake's 20 one-shot runs."""
+    scores = {}
+    for n_way, k_shot in recipe["tests"]:
+        episodes = fixed_episodes(test, n_way, k_shot, TEST_QUERIES, count, seed=0)
+        acc, ci = evaluate(learner, episodes, batch_size=50, inner_steps=inner_steps)
+        scores[f"{n_way}w{k_shot}s"] = {"acc": round(acc, 5), "ci95": round(ci, 5)}
+        print(f"test {n_way}-way {k_shot}-shot: {100 * acc:.2f} +- {100 * ci:.2f}%", flush=True)
+    if recipe["split"] == "lake-background":
+        learner.eval()
+
+        def predict(training: torch.Tensor, test_items: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return learner.predict(training, torch.arange(len(training)), test_items).argmax(1)
+
+        error = score_one_shot_runs(predict, load_one_shot_runs(28))
+        scores["lake_runs_error"] = round(error, 5)
+        print(f"Lake's 20 one-shot runs: {100 * error:.2f}% error", flush=True)
+    return scores
+
+
+def update_index(index_path: Path, name: str, entry: dict) -> None:
+    """Add ``entry`` under ``name`` to the zoo's index, atomically, under a lock."""
+    lock = index_path.with_suffix(".lock")
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+        index[name] = entry
+        tmp = index_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(dict(sorted(index.items())), indent=1) + "\n")
+        os.replace(tmp, index_path)
+    lock.unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", choices=sorted(RECIPES))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, help="override the recipe (tests, smoke runs)")
+    parser.add_argument("--test-episodes", type=int, default=TEST_EPISODES)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for weights, index and results (default: the package "
+                             "and benchmarks/results/zoo)")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="run with uncommitted changes (the record says so)")
+    args = parser.parse_args(argv)
+    recipe = dict(RECIPES[args.name])
+    if args.steps is not None:
+        recipe["steps"] = args.steps
+        recipe["eval_every"] = min(recipe["eval_every"], max(args.steps, 1))
+    before = provenance()
+    if before["dirty"] and not args.allow_dirty:
+        sys.exit("uncommitted changes under mlbook/ or benchmarks/: commit first (the record "
+                 "names the commit), or pass --allow-dirty for a trial run")
+    weights_dir = args.out or zoo.weights_dir()
+    results_dir = args.out or RESULTS
+    index_path = (args.out or zoo.weights_dir().parent) / "models.json"
+    run_dir = (args.out or RUNS) / args.name
+    torch.set_num_threads(args.threads)
+    mlbook.seed_everything(0)
+
+    train, test = load_data(recipe["split"])
+    learner = zoo.build_learner(**recipe)
+    optimizer = torch.optim.Adam(learner.parameters(), lr=recipe["lr"])
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, recipe["halve_every"], gamma=0.5)
+    sampler = EpisodeSampler(train, recipe["train_way"], recipe["train_shot"],
+                             recipe["train_queries"], num_tasks=recipe["meta_batch"], seed=0)
+    stream = AugmentedEpisodes(sampler) if recipe.get("augment") else sampler
+    curve_way, curve_shot = recipe["tests"][0]
+    curve_episodes = fixed_episodes(test, curve_way, curve_shot, TEST_QUERIES, CURVE_EPISODES,
+                                    seed=1)
+    inner_steps = recipe.get("test_inner_steps")
+    start, cpu_start = time.time(), time.process_time()
+    history = meta_train(learner, stream, optimizer, steps=recipe["steps"], scheduler=scheduler,
+                         val_episodes=curve_episodes, eval_every=recipe["eval_every"],
+                         eval_inner_steps=inner_steps, checkpoint=run_dir / "checkpoint.pt",
+                         progress=True)
+    recipe["tests"] = [list(t) for t in recipe["tests"]]
+    scores = test_scores(learner, recipe, test, inner_steps, args.test_episodes)
+    wall, cpu = time.time() - start, time.process_time() - cpu_start
+    after = provenance()
+
+    weights = save_checkpoint(learner.state_dict(), Path(weights_dir) / f"{args.name}.pt")
+    command = "python benchmarks/train_zoo.py " + " ".join(argv if argv is not None
+                                                          else sys.argv[1:])
+    entry = {
+        "method": recipe["method"], "split": recipe["split"], "n_way": recipe["n_way"],
+        "k_shot": recipe["k_shot"], "image_size": 28,
+        "inner_lr": getattr(learner, "inner_lr", None), "inner_steps": inner_steps,
+        "train_command": command, "commit": before["commit"], "dirty": before["dirty"],
+        "machine": before["machine"], "train_seconds": round(history.last("train_time_s"), 1),
+        "steps": int(history.last("step")), "seed": 0, "sha256": sha256sum(weights),
+        "file": weights.name, "test": scores,
+    }
+    update_index(index_path, args.name, entry)
+    record = {
+        "name": args.name, **entry, "recipe": recipe, "load_before": before["load"],
+        "load_after": after["load"], "wall_seconds": round(wall, 1),
+        "cpu_seconds_this_invocation": round(cpu, 1),
+        "threads": args.threads, "test_episodes": args.test_episodes,
+        "test_queries_per_class": TEST_QUERIES,
+        "curve": [{"step": int(s), "train_minutes": round(t / 60, 2), "acc": round(a, 4),
+                   "ci95": round(c, 4)}
+                  for s, t, a, c in zip(history["val_step"], history["val_time_s"],
+                                        history["val_acc"], history["val_ci95"], strict=True)],
+    }
+    Path(results_dir).mkdir(parents=True, exist_ok=True)
+    (Path(results_dir) / f"{args.name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    (Path(results_dir) / f"{args.name}.md").write_text(markdown(record))
+    return record
+
+
+def markdown(record: dict) -> str:
+    lines = [f"# Zoo model `{record['name']}`", "",
+             f"- command: `{record['train_command']}`",
+             f"- commit: {record['commit']}" + (" (with uncommitted changes)" if record["dirty"]
+                                                 else " (clean)"),
+             f"- machine: {record['machine']}, {record['threads']} threads",
+             f"- load before / after: {record['load_before']} / {record['load_after']}",
+             f"- training: {record['steps']} steps, {record['train_seconds'] / 60:.1f} min "
+             f"(wall {record['wall_seconds'] / 60:.1f} min with validation and test)",
+             f"- recipe: `{json.dumps(record['recipe'])}`", "",
+             "| test | accuracy | 95% interval |", "|---|---:|---:|"]
+    for key, value in record["test"].items():
+        if isinstance(value, dict):
+            lines.append(f"| {key} | {100 * value['acc']:.2f}% | ± {100 * value['ci95']:.2f} |")
+        else:
+            lines.append(f"| {key} | {100 * value:.2f}% | |")
+    lines += ["", "Learning curve (other fixed episodes, seed 1; no selection):", "",
+              "| step | training minutes | accuracy |", "|---:|---:|---:|"]
+    lines += [f"| {c['step']} | {c['train_minutes']} | {100 * c['acc']:.2f}% |"
+              for c in record["curve"]]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

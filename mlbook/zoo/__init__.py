@@ -1,0 +1,122 @@
+"""mlbook.zoo: meta-trained few-shot learners shipped with the package.
+
+Every model was trained by ``benchmarks/train_zoo.py NAME`` at a clean commit; its weights
+(a state dict) and what is known about its training (method, split, shots, test-time
+adaptation, command, commit, machine, time, sha256, test accuracy) ship as package data,
+so ``pip install`` gives them offline (Colab included)::
+
+    >>> from mlbook import zoo
+    >>> zoo.available()
+    ['protonet-5w1s', ...]
+    >>> learner = zoo.load("protonet-5w1s")        # a ready mlbook.meta.ProtoNet
+    >>> zoo.info("protonet-5w1s")["test"]           # accuracies measured after training
+
+Loading checks the file's sha256 against the recorded one and reads it with
+``torch.load(weights_only=True)``; a missing or altered file, an unknown name or a state dict
+that does not fit the architecture raises :class:`ZooError` saying what to do.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mlbook.data._files import sha256sum
+from mlbook.meta import MAML, ProtoNet, Reptile
+from mlbook.models import Conv4
+
+METHODS = ("protonet", "maml", "fomaml", "anil", "metasgd", "reptile", "transfer")
+SPLITS = ("standard", "lake-background")
+#: Keys every entry of the zoo's index has.
+REQUIRED_KEYS = ("method", "split", "n_way", "k_shot", "image_size", "inner_lr", "inner_steps",
+                 "train_command", "commit", "machine", "train_seconds", "steps", "seed",
+                 "sha256", "file")
+
+
+class ZooError(RuntimeError):
+    """A zoo model cannot be found, verified or loaded."""
+
+
+def _package_dir() -> Path:
+    return Path(str(resources.files("mlbook.zoo")))
+
+
+def weights_dir() -> Path:
+    """The folder of the shipped weight files."""
+    return _package_dir() / "weights"
+
+
+def _index() -> dict[str, dict[str, Any]]:
+    path = _package_dir() / "models.json"
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text())
+
+
+def available() -> list[str]:
+    """Names of the shipped models, sorted."""
+    return sorted(_index())
+
+
+def info(name: str) -> dict[str, Any]:
+    """What is recorded about model ``name`` (a copy): see :data:`REQUIRED_KEYS`."""
+    index = _index()
+    if name not in index:
+        raise ZooError(f"no zoo model named {name!r}; available: {sorted(index) or 'none'}")
+    return json.loads(json.dumps(index[name]))
+
+
+def build_learner(method: str, n_way: int, image_size: int = 28, inner_lr: float | None = None,
+                  inner_steps: int | None = None, **_: Any) -> nn.Module:
+    """An untrained learner with the architecture the zoo uses for ``method``.
+
+    ``protonet`` and ``transfer``: a ProtoNet around ``Conv4()`` (64-d embedding; for
+    ``transfer`` the Conv4 trunk of a classifier, used as a fixed embedding). The MAML family
+    and Reptile: ``Conv4(num_classes=n_way, track_running_stats=False)`` (batch statistics).
+    """
+    if method not in METHODS:
+        raise ZooError(f"unknown method {method!r}; known: {list(METHODS)}")
+    if method in ("protonet", "transfer"):
+        return ProtoNet(Conv4(1, 64, num_classes=None, image_size=image_size))
+    model = Conv4(1, 64, num_classes=n_way, image_size=image_size, track_running_stats=False)
+    if method == "reptile":
+        return Reptile(model, inner_lr=inner_lr or 1e-3, inner_steps=inner_steps or 5)
+    return MAML(model, inner_lr=inner_lr or 0.4, inner_steps=inner_steps or 1,
+                first_order=method == "fomaml", learn_inner_lr=method == "metasgd",
+                adapt="head" if method == "anil" else "all", loss_fn=F.cross_entropy)
+
+
+def load(name: str, map_location: str | torch.device = "cpu") -> nn.Module:
+    """The trained learner ``name``, verified and ready (in eval mode).
+
+    A :class:`~mlbook.meta.ProtoNet` keeps its network at ``.encoder``, a
+    :class:`~mlbook.meta.MAML` or :class:`~mlbook.meta.Reptile` at ``.model``.
+
+    Raises
+    ------
+    ZooError
+        Unknown name, missing file, sha256 mismatch, or weights that do not fit.
+    """
+    meta = info(name)
+    path = weights_dir() / meta["file"]
+    if not path.is_file():
+        raise ZooError(f"the weights of {name!r} are missing ({meta['file']} not in the "
+                       "installed package); reinstall mlbook")
+    digest = sha256sum(path)
+    if digest != meta["sha256"]:
+        raise ZooError(f"{meta['file']} has sha256 {digest}, the zoo recorded {meta['sha256']}: "
+                       "the file is damaged or was replaced; reinstall mlbook")
+    learner = build_learner(**meta)
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        learner.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ZooError(f"the weights of {name!r} do not fit a {meta['method']} learner: "
+                       f"{exc}") from exc
+    return learner.eval()
