@@ -5,9 +5,9 @@ Run from a clean commit (the commit goes into the model's record)::
     MLBOOK_DATA=... python benchmarks/train_zoo.py protonet-1shot [--threads 2]
 
 It is resumable: the run's checkpoint (``benchmarks/zoo_runs/NAME/checkpoint.pt``, every
-``eval_every`` steps, written atomically) is picked up when the same command runs again. At the end it
-scores the model on 600 seeded test episodes per setting (15 queries per class), or on Lake's
-20 one-shot runs, and writes
+``eval_every`` steps, written atomically) is picked up when the same command runs again. At
+the end it scores the model on 600 seeded test episodes per setting (15 queries per class),
+and on Lake's 20 one-shot runs for the Lake split, and writes
 
 * ``mlbook/zoo/weights/NAME.pt``: the learner's state dict (``torch.load(weights_only=True)``),
 * the model's entry in ``mlbook/zoo/models.json`` (what :func:`mlbook.zoo.info` returns),
