@@ -13,7 +13,7 @@ timed iterations after ``--warmup`` untimed ones. Peak memory: each contender ru
 (``VmHWM``, which includes the few hundred MB of the Python + torch process itself).
 
 "mlbook NCHW" is mlbook with its CPU layout rewrites switched off
-(``FunctionalModel(model, fast_layout=False)``): not a peer, it shows what the layout adds to
+(``MAML(..., fast="threads")``): not a peer, it shows what the layout adds to
 the task threads. After timing, each order also compares mlbook's meta-gradient with the plain
 loop's from the same weights at full size: in float64 (the same function: expect ~1e-12) and
 in float32 (rounding, amplified where an activation sits at a ReLU's kink).
@@ -46,7 +46,6 @@ from _provenance import cpu_model, sh  # benchmarks/ is on sys.path when run
 
 from mlbook.data import Episode
 from mlbook.meta import MAML
-from mlbook.meta.functional import FunctionalModel
 from mlbook.models import Conv4
 
 TASKS, WAYS, QUERIES, INNER_LR = 32, 5, 15, 0.4
@@ -70,11 +69,10 @@ def make_model(seed: int = 0) -> Conv4:
 
 # Each factory returns step(episode) doing one full meta-iteration (incl. the Adam step).
 
-def mlbook_step(first_order: bool, fast_layout: bool = True):
+def mlbook_step(first_order: bool, fast: bool | str = True):
     model = make_model()
-    learner = MAML(model, inner_lr=INNER_LR, first_order=first_order, threads=2)
-    if not fast_layout:  # the same learner with the module's NCHW ops as written
-        learner.fmodel = FunctionalModel(model, fast_layout=False)
+    # fast="threads": the same task threads with the module's NCHW ops as written
+    learner = MAML(model, inner_lr=INNER_LR, first_order=first_order, threads=2, fast=fast)
     opt = torch.optim.Adam(learner.parameters(), lr=1e-3)
 
     def step(ep: Episode) -> None:
@@ -156,9 +154,9 @@ def higher_step(first_order: bool):
 
 
 def mlbook_nchw_step(first_order: bool):
-    """mlbook without its CPU layout rewrites (``fast_layout=False``): not a peer, a yardstick
+    """mlbook without its CPU layout rewrites (``fast="threads"``): not a peer, a yardstick
     for how much of mlbook's speed comes from the task threads and how much from the layout."""
-    return mlbook_step(first_order, fast_layout=False)
+    return mlbook_step(first_order, fast="threads")
 
 
 CONTENDERS = {"mlbook": mlbook_step, "mlbook NCHW": mlbook_nchw_step, "plain loop": plain_step,

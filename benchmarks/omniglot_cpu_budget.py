@@ -60,12 +60,12 @@ def run_maml(train, val, test, minutes, args) -> dict:
     ckpt.unlink(missing_ok=True)  # a fresh run, not a resume
     start = time.time()
     hist = meta_train(learner, sampler, opt, time_budget_s=60 * minutes, val_episodes=val,
-                      eval_every=args.maml_eval_every, eval_inner_steps=3, checkpoint=ckpt,
+                      eval_every=args.maml_eval_every, eval_steps=3, checkpoint=ckpt,
                       progress=False)
     wall = time.time() - start
-    acc3, ci3 = evaluate(learner, test, batch_size=50, inner_steps=3)
+    acc3, ci3 = evaluate(learner, test, batch_size=50, steps=3)
     print(f"MAML test (3 steps): {100 * acc3:.2f} +- {100 * ci3:.2f}%", flush=True)
-    acc10, ci10 = evaluate(learner, test, batch_size=50, inner_steps=10)
+    acc10, ci10 = evaluate(learner, test, batch_size=50, steps=10)
     print(f"MAML test (10 steps): {100 * acc10:.2f} +- {100 * ci10:.2f}%", flush=True)
     return {
         "method": "MAML second order (mlbook fast path, 2 task threads)",

@@ -96,7 +96,7 @@ def test_scores(learner, recipe: dict, test: torch.Tensor, inner_steps: int | No
     scores = {}
     for n_way, k_shot in recipe["tests"]:
         episodes = fixed_episodes(test, n_way, k_shot, TEST_QUERIES, count, seed=0)
-        acc, ci = evaluate(learner, episodes, batch_size=50, inner_steps=inner_steps)
+        acc, ci = evaluate(learner, episodes, batch_size=50, steps=inner_steps)
         scores[f"{n_way}w{k_shot}s"] = {"acc": round(acc, 5), "ci95": round(ci, 5)}
         print(f"test {n_way}-way {k_shot}-shot: {100 * acc:.2f} +- {100 * ci:.2f}%", flush=True)
     if recipe["split"] == "lake-background":
@@ -104,7 +104,8 @@ def test_scores(learner, recipe: dict, test: torch.Tensor, inner_steps: int | No
 
         def predict(training: torch.Tensor, test_items: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                return learner.predict(training, torch.arange(len(training)), test_items).argmax(1)
+                prototypes = learner.adapt(training, torch.arange(len(training)))
+                return learner.predict(prototypes, test_items).argmax(1)
 
         error = score_one_shot_runs(predict, load_one_shot_runs(28))
         scores["lake_runs_error"] = round(error, 5)
@@ -132,8 +133,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, help="override the recipe (tests, smoke runs)")
     parser.add_argument("--test-episodes", type=int, default=TEST_EPISODES)
     parser.add_argument("--out", type=Path, default=None,
-                        help="folder for weights, index and results (default: the package "
-                             "and benchmarks/results/zoo)")
+                        help="write the model, index, results and run checkpoint under this "
+                             "folder (laid out like mlbook/zoo: weights/, models.json) instead "
+                             "of the package and benchmarks/ (tests, trial runs)")
     parser.add_argument("--allow-dirty", action="store_true",
                         help="run with uncommitted changes (the record says so)")
     args = parser.parse_args(argv)
@@ -145,10 +147,9 @@ def main(argv: list[str] | None = None) -> dict:
     if before["dirty"] and not args.allow_dirty:
         sys.exit("uncommitted changes under mlbook/ or benchmarks/: commit first (the record "
                  "names the commit), or pass --allow-dirty for a trial run")
-    weights_dir = args.out or zoo.weights_dir()
-    results_dir = args.out or RESULTS
-    index_path = (args.out or zoo.weights_dir().parent) / "models.json"
-    run_dir = (args.out or RUNS) / args.name
+    zoo_dir = args.out or zoo.zoo_dir()
+    results_dir = args.out / "results" if args.out else RESULTS
+    run_dir = (args.out / "runs" if args.out else RUNS) / args.name
     torch.set_num_threads(args.threads)
     mlbook.seed_everything(0)
 
@@ -166,14 +167,14 @@ def main(argv: list[str] | None = None) -> dict:
     start, cpu_start = time.time(), time.process_time()
     history = meta_train(learner, stream, optimizer, steps=recipe["steps"], scheduler=scheduler,
                          val_episodes=curve_episodes, eval_every=recipe["eval_every"],
-                         eval_inner_steps=inner_steps, checkpoint=run_dir / "checkpoint.pt",
+                         eval_steps=inner_steps, checkpoint=run_dir / "checkpoint.pt",
                          progress=True)
     recipe["tests"] = [list(t) for t in recipe["tests"]]
     scores = test_scores(learner, recipe, test, inner_steps, args.test_episodes)
     wall, cpu = time.time() - start, time.process_time() - cpu_start
     after = provenance()
 
-    weights = save_checkpoint(learner.state_dict(), Path(weights_dir) / f"{args.name}.pt")
+    weights = save_checkpoint(learner.state_dict(), zoo_dir / "weights" / f"{args.name}.pt")
     command = "python benchmarks/train_zoo.py " + " ".join(argv if argv is not None
                                                           else sys.argv[1:])
     entry = {
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
         "steps": int(history.last("step")), "seed": 0, "sha256": sha256sum(weights),
         "file": weights.name, "test": scores,
     }
-    update_index(index_path, args.name, entry)
+    update_index(zoo_dir / "models.json", args.name, entry)
     record = {
         "name": args.name, **entry, "recipe": recipe, "load_before": before["load"],
         "load_after": after["load"], "wall_seconds": round(wall, 1),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +9,7 @@ from torch import nn
 
 from mlbook.data import Episode
 from mlbook.meta import MAML, functional_forward, inner_update
+from mlbook.meta._fast.interpreter import Interpreter, UnsupportedModel
 from mlbook.models import Conv4
 
 
@@ -255,29 +254,36 @@ def sinusoid_mlp_and_episode(model_seed: int, data_seed: int, num_tasks: int, ph
     return mlp, Episode(x[:, :10], y[:, :10], x[:, 10:], y[:, 10:])
 
 
-def test_regression_fast_equals_plain_and_reports_nan_accuracy():
+def test_regression_fast_equals_plain_and_scores_mse():
     mlp, episode = sinusoid_mlp_and_episode(model_seed=6, data_seed=0, num_tasks=5)
     grads = []
     for fast in (False, True):
         learner = MAML(mlp, inner_lr=0.01, loss_fn=F.mse_loss, fast=fast, threads=2)
         mlp.zero_grad()
-        loss, acc = learner.meta_loss(episode)
+        loss, mse = learner.meta_loss(episode)
         loss.backward()
-        assert math.isnan(acc)
+        # The score of a regression batch is the query MSE after adaptation: here the loss.
+        assert mse == pytest.approx(loss.item(), rel=1e-12)
+        per_task = learner.task_scores(episode)
+        assert per_task.shape == (5,) and per_task.mean().item() == pytest.approx(mse, rel=1e-6)
         grads.append(torch.cat([p.grad.reshape(-1) for p in mlp.parameters()]))
     assert (grads[0] - grads[1]).abs().max() < 1e-10
 
 
-def test_evaluate_episode_scores_tasks_and_uses_more_steps():
+def test_task_scores_score_tasks_and_use_more_steps():
     model = Conv4(1, hidden=8, num_classes=5, track_running_stats=False, image_size=16)
     learner = MAML(model, inner_lr=0.4)
     episode = omniglot_like_episode(num_tasks=3, dtype=torch.float32)
-    one, many = learner.evaluate_episode(episode), learner.evaluate_episode(episode, inner_steps=5)
-    assert one.shape == (3,) and ((one >= 0) & (one <= 1)).all()
+    one, many = learner.task_scores(episode), learner.task_scores(episode, steps=5)
+    # Accuracies of 15 queries: multiples of 1/15, recomputed here from the adapted weights.
+    for t in range(3):
+        phi = learner.adapt(episode.support_x[t], episode.support_y[t], 1)
+        acc = (learner.predict(phi, episode.query_x[t]).argmax(1) == episode.query_y[t])
+        assert one[t].item() == pytest.approx(acc.float().mean().item())
     # on its own support set (as query), 5 steps fit better than 1
     on_support = Episode(episode.support_x, episode.support_y, episode.support_x, episode.support_y)
-    fit5, fit1 = learner.evaluate_episode(on_support, 5), learner.evaluate_episode(on_support, 1)
-    assert fit5.mean() >= fit1.mean()
+    fit5, fit1 = learner.task_scores(on_support, 5), learner.task_scores(on_support, 1)
+    assert fit5.mean() > fit1.mean()
     assert many.shape == (3,)
     assert all(p.grad is None for p in model.parameters())  # evaluation leaves no gradients
 
@@ -285,11 +291,10 @@ def test_evaluate_episode_scores_tasks_and_uses_more_steps():
 def test_functional_forward_matches_module():
     conv = Conv4(1, hidden=8, num_classes=5, track_running_stats=False, image_size=16).train()
     x = torch.randn(7, 1, 16, 16)
-    plain = functional_forward(conv, fast_layout=False)
-    assert plain.thread_safe
-    torch.testing.assert_close(plain(dict(conv.named_parameters()), x), conv(x), rtol=0, atol=0)
+    for f in (functional_forward(conv), Interpreter(conv, layout=False)):
+        torch.testing.assert_close(f(dict(conv.named_parameters()), x), conv(x), rtol=0, atol=0)
 
-    class Odd(nn.Module):  # not a Sequential: falls back to functional_call
+    class Odd(nn.Module):  # not a Sequential: the readable path runs it, the fast one refuses
         def __init__(self):
             super().__init__()
             self.lin = nn.Linear(3, 2)
@@ -299,9 +304,13 @@ def test_functional_forward_matches_module():
 
     odd = Odd()
     g = functional_forward(odd)
-    assert not g.thread_safe
     x = torch.randn(4, 3)
     torch.testing.assert_close(g(dict(odd.named_parameters()), x), odd(x))
+    with pytest.raises(UnsupportedModel, match="fast=False"):
+        functional_forward(odd, fast=True)
+    with pytest.raises(ValueError, match="Odd.*fast=False"):
+        MAML(odd)
+    MAML(odd, fast=False)  # the readable path takes any module
 
 
 def second_order_probe(f, params, x, y):
@@ -326,7 +335,7 @@ def test_fast_layout_is_the_same_function_to_second_order(in_channels):
     params = dict(conv.named_parameters())
     x = torch.randn(10, in_channels, 16, 16, dtype=torch.float64) + 3.0
     y = torch.arange(5).repeat(2)
-    fast = functional_forward(conv)
+    fast = functional_forward(conv, fast=True)
     assert [op.kind for op in fast._fast_ops[:2]] == ["conv_batch_norm_max_pool", "relu"]
 
     def module_forward(p, inputs):
@@ -362,7 +371,7 @@ def test_fast_layout_float32_gradients_stay_accurate():
     conv.float()
 
     def error(fast_layout: bool) -> float:
-        got = gradients(functional_forward(conv, fast_layout))
+        got = gradients(Interpreter(conv, layout=fast_layout))
         return max(((got[n].double() - exact[n]).norm() / exact[n].norm()).item()
                    for n in names)
 
@@ -392,9 +401,9 @@ def test_bad_input_raises_clear_errors():
     with pytest.raises(TypeError, match="tensor"):
         learner.meta_loss((1, 2, 3, 4))
     with pytest.raises(ValueError, match="steps"):
-        learner.evaluate_episode(ep, inner_steps=0)
+        learner.task_scores(ep, steps=0)
     with pytest.raises(ValueError, match="adapt_names"):
-        inner_update(learner.fmodel, learner.params(), ep.support_x[0], ep.support_y[0],
+        inner_update(learner.forward_fn, learner.params(), ep.support_x[0], ep.support_y[0],
                      F.cross_entropy, 0.4, adapt_names=["nope"])
 
 
@@ -406,9 +415,9 @@ def test_vectorized_path_equals_task_loop_for_sinusoid_mlp(first_order):
         learner = MAML(mlp, inner_lr=0.01, inner_steps=2, first_order=first_order,
                        loss_fn=F.mse_loss, fast=False, vectorize=vectorize)
         mlp.zero_grad()
-        loss, acc = learner.meta_loss(episode)
+        loss, mse = learner.meta_loss(episode)
         loss.backward()
-        assert math.isnan(acc)
+        assert mse == pytest.approx(loss.item(), rel=1e-12)
         losses.append(loss.item())
         grads.append(torch.cat([p.grad.reshape(-1) for p in mlp.parameters()]))
     assert abs(losses[0] - losses[1]) < 1e-12

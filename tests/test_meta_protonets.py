@@ -40,14 +40,15 @@ def test_loss_and_predict_match_direct_formula():
         zs, zq = encoder(sx[t]), encoder(qx[t])
         protos = torch.stack([zs[sy[t] == c].mean(0) for c in range(3)])
         logits = -torch.cdist(zq, protos) ** 2
-        torch.testing.assert_close(net.predict(sx[t], sy[t], qx[t]), logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(net.predict(net.adapt(sx[t], sy[t]), qx[t]), logits, rtol=1e-5,
+                                   atol=1e-5)
         losses.append(F.cross_entropy(logits, qy[t]))
         correct += int((logits.argmax(1) == qy[t]).sum())
     torch.testing.assert_close(loss, torch.stack(losses).mean(), rtol=1e-5, atol=1e-6)
     assert acc == pytest.approx(correct / 18)
     loss.backward()
     assert encoder[1].weight.grad.abs().sum() > 0
-    scores = net.evaluate_episode(Episode(sx, sy, qx, qy))
+    scores = net.task_scores(Episode(sx, sy, qx, qy))
     assert scores.shape == (2,) and float(scores.mean()) == pytest.approx(acc)
 
 

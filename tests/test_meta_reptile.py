@@ -58,8 +58,12 @@ def test_outer_step_equals_reptile_formula(kind):
 def test_evaluate_and_bad_input():
     model = nn.Sequential(nn.Linear(4, 3))
     learner = Reptile(model, inner_lr=0.1, inner_steps=2, inner_optimizer="sgd")
-    scores = learner.evaluate_episode(task_batch(), inner_steps=4)
-    assert scores.shape == (3,) and ((scores >= 0) & (scores <= 1)).all()
+    batch = task_batch()
+    scores = learner.task_scores(batch, steps=4)
+    for t in range(3):  # each score is the query accuracy at that task's adapted weights
+        phi = learner.adapt(batch.support_x[t], batch.support_y[t], 4)
+        hits = learner.predict(phi, batch.query_x[t]).argmax(1) == batch.query_y[t]
+        assert scores[t].item() == pytest.approx(hits.float().mean().item())
     with pytest.raises(ValueError, match="inner_steps"):
         Reptile(model, inner_steps=0)
     with pytest.raises(ValueError, match="inner_optimizer"):

@@ -97,14 +97,14 @@ def test_evaluate_uses_test_time_inner_steps():
     learner, _ = make_maml()
     val = fixed_episodes(images(), 3, 1, 2, num_tasks=6, seed=3)
     calls = []
-    original = learner.evaluate_episode
+    original = learner.task_scores
 
-    def spy(episode, inner_steps=None):
-        calls.append((episode.support_x.shape[0], inner_steps))
-        return original(episode, inner_steps)
+    def spy(episode, steps=None):
+        calls.append((episode.support_x.shape[0], steps))
+        return original(episode, steps)
 
-    learner.evaluate_episode = spy
-    mean, ci = evaluate(learner, val, batch_size=4, inner_steps=3)
+    learner.task_scores = spy
+    mean, ci = evaluate(learner, val, batch_size=4, steps=3)
     assert calls == [(4, 3), (2, 3)] and 0 <= mean <= 1 and ci >= 0
 
 

@@ -1,24 +1,16 @@
-"""Plumbing shared by the meta-learners: episode checks, task-parallel threads, a loss node.
+"""What every meta-learner needs: episode checks and per-task scores.
 
 * :func:`check_episode` validates the four tensors of an episode batch and says what is wrong.
-* :func:`map_task_chunks` runs a function over the ``T`` tasks split into contiguous chunks,
-  one Python thread per chunk, each thread with ``torch.set_num_threads(1)``. On a CPU the
-  small per-task convolutions of few-shot learning scale poorly over intra-op threads, while
-  autograd releases the GIL, so whole tasks in parallel run faster (on 2 cores, the
-  "mlbook NCHW" row of ``benchmarks/results/maml_throughput.md``: 1.17x faster than the
-  plain per-task loop, second order).
-* :class:`AttachGradients` turns a loss *value* whose gradients were already computed (task
-  by task, inside those threads) into a tensor whose ``backward()`` deposits exactly those
-  gradients, so a training loop can keep writing ``loss.backward(); optimizer.step()``.
+* :func:`task_score` is the score of one task's query predictions: accuracy for
+  classification (integer targets), mean squared error for regression (float targets).
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import torch
+import torch.nn.functional as F
 
 
 class EpisodeLike(Protocol):
@@ -78,20 +70,21 @@ def check_episode(episode: Any) -> int:
         raise ValueError(
             f"every task needs at least one support and one query example, got {shapes}"
         )
+    if not (sx.is_floating_point() and qx.is_floating_point()):
+        raise ValueError(f"support_x and query_x must be floating point, got {sx.dtype} and "
+                         f"{qx.dtype}; convert images with .float()")
+    if sy.is_floating_point() != qy.is_floating_point():
+        raise ValueError(f"support_y and query_y must both hold class ids (integers) or both "
+                         f"regression targets (floats), got {sy.dtype} and {qy.dtype}")
+    if not sy.is_floating_point():
+        low = min(int(sy.min()), int(qy.min()))
+        if low < 0 or int(qy.max()) > int(sy.max()):
+            raise ValueError(
+                "class ids must be 0..N-1 in every task, and every query class must appear in "
+                f"the support set; got support ids {int(sy.min())}..{int(sy.max())} and query "
+                f"ids {int(qy.min())}..{int(qy.max())}"
+            )
     return num_tasks
-
-
-def resolve_threads(threads: int | None, num_tasks: int, device: torch.device,
-                    thread_safe: bool = True) -> int:
-    """How many task threads to use: ``threads`` or (``None``) the intra-op thread count on a
-    CPU and 1 on an accelerator (one stream of kernels is what a GPU wants); always 1 when
-    the forward is not ``thread_safe`` (see :class:`mlbook.meta.functional.FunctionalModel`).
-    """
-    if threads is None:
-        threads = torch.get_num_threads() if device.type == "cpu" else 1
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-    return max(1, min(threads, num_tasks)) if thread_safe else 1
 
 
 def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -99,64 +92,17 @@ def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(dim=-1) == targets).float().mean()
 
 
-def map_task_chunks(fn: Callable[[range], Any], num_tasks: int, threads: int) -> list[Any]:
-    """Run ``fn(task_range)`` on ``threads`` contiguous chunks of ``range(num_tasks)``.
-
-    With ``threads == 1`` this is one plain call in the current thread, with PyTorch's usual
-    intra-op threads. Otherwise chunk 0 runs in the calling thread and the others in new
-    threads, all with one intra-op thread each; the caller's thread count is restored after.
-    ``fn`` must be thread-safe (no shared module state: use an interpreted
-    :class:`mlbook.meta.functional.FunctionalModel`). The first exception raised in any
-    thread is re-raised here.
-
-    Returns
-    -------
-    list
-        ``fn``'s results in chunk order.
-    """
-    if threads == 1:
-        return [fn(range(num_tasks))]
-    bounds = [num_tasks * i // threads for i in range(threads + 1)]
-    chunks = [range(bounds[i], bounds[i + 1]) for i in range(threads)]
-    results: list[Any] = [None] * threads
-    errors: list[BaseException] = []
-
-    def work(i: int) -> None:
-        try:
-            torch.set_num_threads(1)
-            results[i] = fn(chunks[i])
-        except BaseException as exc:  # handed to the caller below
-            errors.append(exc)
-
-    before = torch.get_num_threads()
-    workers = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(1, threads)]
-    for w in workers:
-        w.start()
-    try:
-        work(0)
-    finally:
-        for w in workers:
-            w.join()
-        torch.set_num_threads(before)
-    if errors:
-        raise errors[0]
-    return results
 
 
-class AttachGradients(torch.autograd.Function):
-    """``AttachGradients.apply(value, grads, *inputs)``: a copy of ``value`` whose backward
-    gives ``inputs[i]`` the gradient ``grad_output * grads[i]``.
+def score_name(targets: torch.Tensor) -> str:
+    """``"acc"`` for integer (class) targets, ``"mse"`` for float (regression) targets."""
+    return "mse" if targets.is_floating_point() else "acc"
 
-    Used when the gradients of a loss were computed eagerly (per task, in threads): the
-    returned tensor behaves like the loss for ``backward()`` (first derivatives only).
-    """
 
-    @staticmethod
-    def forward(ctx, value: torch.Tensor, grads: Sequence[torch.Tensor], *inputs: torch.Tensor):
-        ctx.grads = list(grads)
-        return value.detach().clone()
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_output: torch.Tensor):
-        return (None, None, *(grad_output * g for g in ctx.grads))
+def task_score(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """One task's query score (a scalar tensor, no graph): accuracy in [0, 1] for class
+    targets, mean squared error for regression targets (see :func:`score_name`)."""
+    predictions = predictions.detach()
+    if score_name(targets) == "acc":
+        return accuracy(predictions, targets)
+    return F.mse_loss(predictions, targets)

@@ -2,299 +2,49 @@
 
 MAML evaluates one network at many parameter values (``theta``, then each task's adapted
 ``phi``). :func:`functional_forward` turns a module into ``f(params, x)``, where ``params``
-maps the names of ``model.named_parameters()`` to tensors.
+maps the names of ``model.named_parameters()`` to tensors:
 
-Two implementations, the same numbers:
-
-* For ``nn.Sequential`` trees of ``Linear``, ``Conv2d``, ``BatchNorm1d/2d``, ``ReLU``,
-  ``MaxPool2d``, ``Flatten``, ``Identity`` (and :class:`mlbook.models.Conv4`, which is
-  ``features`` then ``head``), the forward is **interpreted op by op** with
-  ``torch.nn.functional`` on the given tensors. Nothing is written to the module, so two
-  threads can run it at once: the fast MAML path splits tasks over threads.
-* Any other module falls back to :func:`torch.func.functional_call`, which swaps the module's
-  attributes for the call and therefore must not run in two threads at once
-  (``thread_safe`` is ``False``).
-
-Batch norm always normalises with the statistics of the batch it sees (Finn et al. 2017
-do so in the inner and outer loop); running averages are neither used nor updated.
-
-On a CPU the interpreter also runs the network faster than the module does, with the same
-function (each rewrite below is an identity, and the tests compare against the module's own
-forward and gradients in float64):
-
-* **Channels-last activations.** A 4-D input is carried through the convolutions as
-  ``torch.channels_last`` (NHWC in memory): there, PyTorch's CPU convolution and 2x2
-  max-pool kernels run faster than in NCHW. The first convolution writes NHWC directly, as
-  one matrix product of image patches (``F.unfold``) with the weights, which saves
-  converting its large output afterwards.
-* **Pool before ReLU.** ``max_pool(relu(x)) == relu(max_pool(x))`` (ReLU is monotone), and
-  the gradients agree too; the ReLU then touches a quarter of the values.
-* **Batch norm and max-pool as one op.** A batch norm followed by a max-pool runs as
-  :func:`mlbook.meta.bn_pool.batch_norm_max_pool`, which pools first and normalises only the
-  pooled quarter (batch norm is an increasing per-channel map when ``gamma > 0``; the op
-  handles ``gamma < 0`` too). It writes and keeps far fewer full-size buffers. A first
-  convolution (patches @ weights) before it joins the op too:
-  :func:`mlbook.meta.bn_pool.conv_batch_norm_max_pool` computes it a few images at a time
-  and never stores its full-size output.
-* **Centred batch norm** (a batch norm not followed by a pool). Batch norm with batch
-  statistics does not depend on a per-channel shift of its input, so
-  ``batch_norm(x) == batch_norm(x - c)`` for any constant ``c``, and so are all its
-  derivatives. Subtracting the (detached) channel means first matters because the
-  channels-last kernel sums in float32 less carefully than the NCHW one.
-
-Together (with the task threads of :class:`mlbook.meta.MAML`) these make a second-order MAML
-step on Omniglot faster than a plain per-task loop: ``benchmarks/results/maml_throughput.md``.
+* ``fast=False``: :func:`torch.func.functional_call`, the module's own forward exactly as
+  written, with its parameters swapped for ``params`` during the call;
+* ``fast=True``: the same function interpreted op by op (:mod:`mlbook.meta._fast`), which
+  is thread-safe and, on a CPU, runs in a faster memory layout. It knows the layers of
+  ``nn.Sequential`` stacks and :class:`mlbook.models.Conv4`, and raises a clear error for
+  others.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from mlbook.meta.bn_pool import (
-    batch_norm_max_pool,
-    conv_batch_norm_max_pool,
-    image_patches,
-    patch_convolution,
-    patch_weights,
-)
+from mlbook.meta._fast.interpreter import Interpreter
 
 Params = dict[str, torch.Tensor]
+Forward = Callable[[Params, torch.Tensor], torch.Tensor]
 
 
-class _Unsupported(Exception):
-    """The module tree holds a layer the interpreter does not know."""
-
-
-@dataclass(frozen=True)
-class _Op:
-    kind: str  # "linear", "conv2d", "batch_norm", "relu", "max_pool2d", "flatten",
-    #            "batch_norm_max_pool", "conv_batch_norm_max_pool" (fast layout only)
-    prefix: str  # parameter name prefix, e.g. "features.0.0."
-    config: tuple = ()
-
-
-def _compile(module: nn.Module, prefix: str) -> list[_Op]:
-    """The module's forward as a flat list of ops (raises :class:`_Unsupported`)."""
-    # Imported here so that mlbook.meta does not import mlbook.models at module load.
-    from mlbook.models.conv4 import Conv4
-
-    if isinstance(module, Conv4):
-        features = _compile(module.features, prefix + "features.")
-        return features + _compile(module.head, prefix + "head.")
-    if type(module) is nn.Sequential:
-        ops: list[_Op] = []
-        for name, child in module.named_children():
-            ops += _compile(child, f"{prefix}{name}.")
-        return ops
-    if type(module) is nn.Linear:
-        return [_Op("linear", prefix, (module.bias is not None,))]
-    if type(module) is nn.Conv2d:
-        if module.padding_mode != "zeros" or isinstance(module.padding, str):
-            raise _Unsupported("Conv2d with padding_mode != 'zeros' or string padding")
-        return [_Op("conv2d", prefix, (module.bias is not None, module.stride, module.padding,
-                                       module.dilation, module.groups))]
-    if type(module) in (nn.BatchNorm1d, nn.BatchNorm2d):
-        return [_Op("batch_norm", prefix, (module.affine, module.eps))]
-    if type(module) is nn.ReLU:
-        return [_Op("relu", prefix)]
-    if type(module) is nn.MaxPool2d:
-        return [_Op("max_pool2d", prefix, (module.kernel_size, module.stride, module.padding,
-                                           module.dilation, module.ceil_mode))]
-    if type(module) is nn.Flatten:
-        return [_Op("flatten", prefix, (module.start_dim, module.end_dim))]
-    if type(module) is nn.Identity:
-        return []
-    raise _Unsupported(f"{type(module).__name__} at {prefix!r}")
-
-
-def _fast_ops(ops: list[_Op]) -> list[_Op]:
-    """The CPU rewrites of the module docstring on an op list: the same function.
-
-    ``relu, max_pool2d`` becomes ``max_pool2d, relu`` (a quarter of the ReLU work), then
-    ``batch_norm, max_pool2d`` becomes one ``batch_norm_max_pool``, and a convolution before
-    that one ``conv_batch_norm_max_pool`` (used when the convolution takes patches, see
-    :func:`_patch_convolution`; otherwise it runs as the two ops).
-    """
-    ops = list(ops)
-    for i in range(len(ops) - 1):
-        if ops[i].kind == "relu" and ops[i + 1].kind == "max_pool2d":
-            ops[i], ops[i + 1] = ops[i + 1], ops[i]
-    fused: list[_Op] = []
-    for op in ops:
-        if op.kind == "max_pool2d" and fused and fused[-1].kind == "batch_norm":
-            norm = fused.pop()
-            op = _Op("batch_norm_max_pool", norm.prefix, norm.config + op.config)
-        if op.kind == "batch_norm_max_pool" and fused and fused[-1].kind == "conv2d":
-            op = _Op("conv_batch_norm_max_pool", "", (fused.pop(), op))
-        fused.append(op)
-    return fused
-
-
-def _is_nhwc(x: torch.Tensor) -> bool:
-    """Whether ``x [N, C, H, W]`` lies in memory as NHWC (channels-last) with ``C > 1``.
-
-    ``x.is_contiguous(memory_format=torch.channels_last)`` is also true for an NCHW tensor
-    with one channel, which a convolution would then treat as NCHW.
-    """
-    return x.ndim == 4 and x.shape[1] > 1 and x.stride(1) == 1
-
-
-def _conv2d_to_channels_last(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                             stride, padding, dilation) -> torch.Tensor:
-    """``F.conv2d(x, weight, bias, ...)`` for an NCHW ``x``, returned in channels-last memory.
-
-    One matrix product of the ``[N*H'*W', C*kh*kw]`` image patches with the ``[C*kh*kw, O]``
-    weights writes the output directly as NHWC. Used for a network's first convolution,
-    whose few input channels make the patches small.
-    """
-    patches, height, width = image_patches(x, weight.shape[2:], stride, padding, dilation)
-    return patch_convolution(patches, patch_weights(weight), height, width, bias)
-
-
-# Below this many values per output pixel (C*kh*kw), the first convolution goes through
-# patches @ weights (see _conv2d_to_channels_last); above it, the input is converted.
-_MAX_PATCH = 64
-
-
-def _patch_convolution(x: torch.Tensor, weight: torch.Tensor, op: _Op) -> bool:
-    """Whether the convolution runs as patches @ weights (an NCHW input with few channels)."""
-    if x.ndim != 4 or _is_nhwc(x):
-        return False
-    # The patch size from the shape, not ``weight[0].numel()``: indexing a parameter holds
-    # the GIL while it waits for the parameter's autograd lock, and another task thread can
-    # hold that lock while it waits for the GIL (a deadlock seen here).
-    _, in_channels, kh, kw = weight.shape
-    return op.config[4] == 1 and in_channels * kh * kw <= _MAX_PATCH
-
-
-def _conv2d(x: torch.Tensor, params: Params, op: _Op, channels_last: bool) -> torch.Tensor:
-    has_bias, stride, padding, dilation, groups = op.config
-    weight = params[op.prefix + "weight"]
-    bias = params[op.prefix + "bias"] if has_bias else None
-    if channels_last and x.ndim == 4 and not _is_nhwc(x):
-        if _patch_convolution(x, weight, op):
-            return _conv2d_to_channels_last(x, weight, bias, stride, padding, dilation)
-        x = x.contiguous(memory_format=torch.channels_last)
-    return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
-
-
-def _conv_batch_norm_max_pool(x: torch.Tensor, params: Params, op: _Op) -> torch.Tensor:
-    conv, norm = op.config
-    has_bias, stride, padding, dilation, _ = conv.config
-    weight = params[conv.prefix + "weight"]
-    if not _patch_convolution(x, weight, conv):
-        return _batch_norm_max_pool(_conv2d(x, params, conv, True), params, norm)
-    affine, eps, *pool = norm.config
-    return conv_batch_norm_max_pool(
-        x, weight, params[conv.prefix + "bias"] if has_bias else None,
-        params[norm.prefix + "weight"] if affine else None,
-        params[norm.prefix + "bias"] if affine else None,
-        eps, (stride, padding, dilation), tuple(pool))
-
-
-def _batch_norm(x: torch.Tensor, params: Params, op: _Op) -> torch.Tensor:
-    affine, eps = op.config
-    w = params[op.prefix + "weight"] if affine else None
-    b = params[op.prefix + "bias"] if affine else None
-    if _is_nhwc(x):
-        # Exact (batch norm ignores per-channel shifts) and keeps float32 sums accurate.
-        channel_means = x.detach().permute(0, 2, 3, 1).reshape(-1, x.shape[1]).mean(0)
-        x = x - channel_means.view(1, -1, 1, 1)
-    # Batch statistics, no running averages: MAML's transductive batch norm.
-    return F.batch_norm(x, None, None, w, b, training=True, momentum=0.0, eps=eps)
-
-
-def _batch_norm_max_pool(x: torch.Tensor, params: Params, op: _Op) -> torch.Tensor:
-    affine, eps, *pool = op.config
-    w = params[op.prefix + "weight"] if affine else None
-    b = params[op.prefix + "bias"] if affine else None
-    return batch_norm_max_pool(x, w, b, eps, *pool)
-
-
-def _run(ops: list[_Op], params: Params, x: torch.Tensor, channels_last: bool = False
-         ) -> torch.Tensor:
-    for op in ops:
-        p = op.prefix
-        if op.kind == "conv2d":
-            x = _conv2d(x, params, op, channels_last)
-        elif op.kind == "batch_norm":
-            x = _batch_norm(x, params, op)
-        elif op.kind == "batch_norm_max_pool":
-            x = _batch_norm_max_pool(x, params, op)
-        elif op.kind == "conv_batch_norm_max_pool":
-            x = _conv_batch_norm_max_pool(x, params, op)
-        elif op.kind == "relu":
-            x = F.relu(x)
-        elif op.kind == "max_pool2d":
-            x = F.max_pool2d(x, *op.config)
-        elif op.kind == "flatten":
-            x = torch.flatten(x, *op.config)
-        elif op.kind == "linear":
-            x = F.linear(x, params[p + "weight"], params[p + "bias"] if op.config[0] else None)
-        else:  # pragma: no cover - _compile only emits the kinds above
-            raise AssertionError(op.kind)
-    return x
-
-
-class FunctionalModel:
-    """``f(params, x)``: the forward of a module at the parameters ``params``.
-
-    Attributes
-    ----------
-    module
-        The module whose structure (not whose parameter values) defines the function.
-    thread_safe
-        ``True`` when the forward is interpreted op by op (no module state is touched),
-        ``False`` for the :func:`torch.func.functional_call` fallback.
-    fast_layout
-        ``True`` (default) lets the interpreted forward use the CPU rewrites of the module
-        docstring (channels-last, pool before ReLU, batch norm + max-pool as one op) on CPU
-        tensors; ``False`` runs the module's ops as written, in NCHW.
-    """
-
-    def __init__(self, module: nn.Module, fast_layout: bool = True) -> None:
-        self.module = module
-        self.fast_layout = fast_layout
-        try:
-            self._ops: list[_Op] | None = _compile(module, "")
-        except _Unsupported:
-            self._ops = None
-        self.thread_safe = self._ops is not None
-        self._fast_ops = _fast_ops(self._ops) if self._ops is not None else None
-
-    def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        if self._ops is None:
-            return torch.func.functional_call(self.module, params, (x,))
-        if self.fast_layout and x.device.type == "cpu":
-            return _run(self._fast_ops, params, x, channels_last=True)
-        return _run(self._ops, params, x)
-
-    def __repr__(self) -> str:
-        how = "interpreted, thread-safe" if self.thread_safe else "functional_call"
-        return f"FunctionalModel({type(self.module).__name__}, {how})"
-
-
-def functional_forward(model: nn.Module, fast_layout: bool = True
-                       ) -> Callable[[Params, torch.Tensor], torch.Tensor]:
-    """Return ``f(params, x)`` computing ``model(x)`` with ``model``'s parameters replaced.
+def functional_forward(model: nn.Module, fast: bool = False) -> Forward:
+    """``f(params, x)`` computing ``model(x)`` with ``model``'s parameters replaced by ``params``.
 
     Parameters
     ----------
     model
-        Any module; ``nn.Sequential`` stacks of common layers and :class:`mlbook.models.Conv4`
-        get the thread-safe interpreted forward (see the module docstring).
-    fast_layout
-        Allow the CPU rewrites of the module docstring (same function, faster).
+        Any module for ``fast=False``; Sequential stacks of common layers or ``Conv4`` for
+        ``fast=True``.
+    fast
+        Use the thread-safe, CPU-layout interpreter (same function; see the module docstring).
 
-    Returns
-    -------
-    FunctionalModel
-        Call it as ``f(params, x)`` with ``params`` a dict ``name -> tensor`` holding every
-        name of ``model.named_parameters()``.
+    Raises
+    ------
+    ValueError
+        With ``fast=True``, for a model with a layer the interpreter does not know.
     """
-    return FunctionalModel(model, fast_layout)
+    if fast:
+        return Interpreter(model, layout=True)
+
+    def forward(params: Params, x: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(model, params, (x,))
+
+    return forward

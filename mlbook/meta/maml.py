@@ -17,44 +17,43 @@ steps (second order: Hessian-vector products of ``L_S``). The family, all option
 * **ANIL** (Raghu et al. 2020, ``adapt="head"``): only the final linear layer adapts in the
   inner loop; the body is shared as is (but still meta-trained through the head's steps).
 
-Everything is written with :func:`torch.autograd.grad` on a parameter dict and a functional
-forward ``f(params, x)`` (:mod:`mlbook.meta.functional`). Two ways to compute the same
-meta-gradient:
+Read :func:`inner_update` and :meth:`MAML.meta_loss`: that is the whole algorithm, written
+with :func:`torch.autograd.grad` on a parameter dict and the module's own forward
+(``torch.func.functional_call``). ``fast=True`` (the default) computes the same
+meta-gradient faster on a CPU, with the machinery of :mod:`mlbook.meta._fast` (task threads,
+an interpreted forward in a CPU-friendly layout); ``fast=False`` runs exactly the readable
+code. Tests check the two agree to 1e-10 in float64.
 
-* the **plain path** (``fast=False``): one graph over all tasks, ``loss.backward()`` at the
-  end; easiest to read, it is the reference the tests compare against;
-* the **fast path** (default): each task's meta-gradient is computed as soon as its query
-  loss is known (so only one task's graph is alive per thread), tasks are split over Python
-  threads with one intra-op thread each, and :class:`~mlbook.meta._tasks.AttachGradients`
-  hands the summed gradients to ``loss.backward()``. Tests check it equals the plain path to
-  1e-10 in float64.
-
-Batch norm uses the statistics of the batch it sees, in the inner and the outer loop (Finn
-et al.); build the model with ``track_running_stats=False`` (e.g. ``Conv4(...,
-track_running_stats=False)``). We deliberately loop over tasks rather than ``torch.func.vmap``
-over them: with native batch norm the second-order gradient under ``vmap`` is silently off
-by about 2% (torch 2.14/2.15), and on a CPU it is slower too.
+Batch norm normalises with the statistics of the batch it sees, in the inner and outer loop
+and at test time (the rule of :mod:`mlbook.meta.learner`). We loop over tasks rather than
+``torch.func.vmap`` over them: with native batch norm the second-order gradient under
+``vmap`` is silently off by about 2% (torch 2.14/2.15); ``vectorize=True`` is offered for
+small nets without batch norm (the sinusoid MLP), where it is much faster.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlbook.meta._tasks import (
-    AttachGradients,
-    accuracy,
-    check_episode,
+from mlbook.meta._fast.interpreter import Interpreter
+from mlbook.meta._fast.tasks import (
     map_task_chunks,
+    meta_loss_in_threads,
     resolve_threads,
+    vmap_tasks,
 )
-from mlbook.meta.functional import FunctionalModel, Params
+from mlbook.meta._tasks import check_episode, task_score
+from mlbook.meta.functional import Params, functional_forward
+from mlbook.meta.learner import check_batch_norm
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 InnerLR = float | Mapping[str, torch.Tensor]
+FAST_CHOICES = (True, False, "threads")
 
 
 def _check_steps(steps: object, name: str = "steps") -> int:
@@ -68,9 +67,10 @@ def _check_steps(steps: object, name: str = "steps") -> int:
 def _check_lr(inner_lr: object) -> None:
     if isinstance(inner_lr, Mapping):
         return
-    if not isinstance(inner_lr, (int, float)) or isinstance(inner_lr, bool) or not inner_lr > 0:
+    if (not isinstance(inner_lr, (int, float)) or isinstance(inner_lr, bool)
+            or not 0 < inner_lr < math.inf):
         raise ValueError(
-            "inner_lr must be a positive number or a dict of per-parameter tensors, "
+            "inner_lr must be a positive finite number or a dict of per-parameter tensors, "
             f"got {inner_lr!r}"
         )
 
@@ -172,8 +172,8 @@ class MAML(nn.Module):
         Inner step size ``alpha`` (0.4 for Omniglot in Finn et al.; 0.01 for sinusoids).
         With ``learn_inner_lr`` the initial value of every learnable rate.
     inner_steps
-        Inner gradient steps during meta-training (>= 1). Test time may use more, see
-        :meth:`adapt` and :meth:`evaluate_episode`.
+        Inner gradient steps during meta-training (>= 1). Test time may use more
+        (``steps`` of :meth:`adapt` and :meth:`task_scores`).
     first_order
         First-order MAML (no second derivatives).
     learn_inner_lr
@@ -182,17 +182,19 @@ class MAML(nn.Module):
     adapt
         ``"all"`` (MAML) or ``"head"`` (ANIL: only parameters under ``head_name`` adapt).
     loss_fn
-        ``F.cross_entropy`` (classification; accuracy is reported) or e.g. ``F.mse_loss``
-        (regression; the reported "accuracy" is ``nan``).
+        ``F.cross_entropy`` (classification; scores are accuracies) or e.g. ``F.mse_loss``
+        (regression; scores are mean squared errors).
     head_name
         Name of the submodule that is the head for ``adapt="head"`` (``Conv4.head``).
     fast
-        Use the fast path (per-task gradients, task threads); ``False`` builds one graph
-        over all tasks. Both give the same meta-gradient.
+        ``True``: the same meta-gradient, faster (tasks over threads, an interpreted forward
+        in a CPU layout; :mod:`mlbook.meta._fast`); ``"threads"``: task threads with the
+        module's ops in NCHW (a yardstick); ``False``: the readable code only, with the
+        module's own forward. The fast forward knows ``nn.Sequential`` stacks of common layers
+        and ``Conv4``; for other models pass ``fast=False``.
     threads
         Task threads for the fast path; ``None``: ``torch.get_num_threads()`` on a CPU
-        (1 on a GPU). Threads need the model to have a thread-safe functional forward
-        (:class:`~mlbook.meta.functional.FunctionalModel`); otherwise one thread is used.
+        (1 on a GPU).
     vectorize
         Compute all tasks at once with ``torch.func.vmap`` over ``torch.func.grad``
         (overrides ``fast``). Fast for small nets without batch norm, e.g. the sinusoid MLP;
@@ -216,7 +218,7 @@ class MAML(nn.Module):
         adapt: str = "all",
         loss_fn: LossFn = F.cross_entropy,
         head_name: str = "head",
-        fast: bool = True,
+        fast: bool | str = True,
         threads: int | None = None,
         vectorize: bool = False,
     ) -> None:
@@ -229,22 +231,11 @@ class MAML(nn.Module):
         self.inner_steps = _check_steps(inner_steps, "inner_steps")
         if adapt not in ("all", "head"):
             raise ValueError(f"adapt must be 'all' (MAML) or 'head' (ANIL), got {adapt!r}")
-        for name, module in model.named_modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
-                raise ValueError(
-                    f"batch norm {name!r} tracks running statistics; MAML normalises with the "
-                    "statistics of each batch (Finn et al. 2017). Build the model with "
-                    "track_running_stats=False, e.g. Conv4(..., track_running_stats=False)"
-                )
+        if not any(fast is choice for choice in (True, False)) and fast != "threads":
+            raise ValueError(f"fast must be True, False or 'threads', got {fast!r}")
+        check_batch_norm(model, "MAML")
         if threads is not None:
             resolve_threads(threads, 1, torch.device("cpu"))  # validates the value
-        self.model = model
-        self.inner_lr = float(inner_lr)
-        self.first_order = bool(first_order)
-        self.adapt_mode = adapt
-        self.loss_fn = loss_fn
-        self.fast = bool(fast)
-        self.threads = threads
         has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
         if vectorize and has_bn:
             raise ValueError(
@@ -252,8 +243,18 @@ class MAML(nn.Module):
                 "batch norm under torch.func.vmap gives a wrong second-order meta-gradient "
                 "(about 2% off, torch 2.14/2.15). Use the default task loop (vectorize=False)"
             )
+        self.model = model
+        self.inner_lr = float(inner_lr)
+        self.first_order = bool(first_order)
+        self.adapt_mode = adapt
+        self.loss_fn = loss_fn
+        self.fast = fast
+        self.threads = threads
         self.vectorize = bool(vectorize)
-        self.fmodel = FunctionalModel(model)
+        if fast and not vectorize:
+            self.forward_fn: Callable = Interpreter(model, layout=fast is True)
+        else:
+            self.forward_fn = functional_forward(model)
 
         names = [n for n, _ in model.named_parameters()]
         if adapt == "head":
@@ -276,7 +277,6 @@ class MAML(nn.Module):
                     torch.full_like(params[name].detach(), float(inner_lr))
                 )
 
-    # ----------------------------------------------------------------- helpers
     @staticmethod
     def _lr_key(name: str) -> str:
         return name.replace(".", "__")  # ParameterDict keys may not contain dots
@@ -285,14 +285,15 @@ class MAML(nn.Module):
         """``theta``: the model's parameters as a dict ``name -> tensor`` (live, not copies)."""
         return dict(self.model.named_parameters())
 
+    def meta_parameters(self) -> list[torch.Tensor]:
+        """What the outer optimizer trains: model parameters (+ Meta-SGD rates)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
     def step_sizes(self) -> InnerLR:
         """The inner step size: a float, or with Meta-SGD the dict ``name -> rate tensor``."""
         if not self.learn_inner_lr:
             return self.inner_lr
         return {n: self.inner_lrs[self._lr_key(n)] for n in self.adapt_names}
-
-    def _is_classification(self, targets: torch.Tensor) -> bool:
-        return not targets.is_floating_point()
 
     # -------------------------------------------------------------- one task
     def adapt(
@@ -310,7 +311,7 @@ class MAML(nn.Module):
         grad mode is on.
         """
         return inner_update(
-            self.fmodel,
+            self.forward_fn,
             self.params() if params is None else params,
             support_x,
             support_y,
@@ -321,142 +322,92 @@ class MAML(nn.Module):
             self.adapt_names,
         )
 
-    def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        """The model's output ``[B, ...]`` on ``x [B, ...]`` at parameters ``params``."""
-        return self.fmodel(params, x)
+    def predict(self, adapted: Params, x: torch.Tensor) -> torch.Tensor:
+        """The model's output ``[B, ...]`` on ``x [B, ...]`` at parameters ``adapted``."""
+        return self.forward_fn(adapted, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The model at ``theta`` (no adaptation)."""
-        return self.fmodel(self.params(), x)
+        return self.forward_fn(self.params(), x)
+
+    def task_loss(self, episode, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Task ``t``: adapt on its support set, then its query loss and score at ``phi``."""
+        phi = self.adapt(episode.support_x[t], episode.support_y[t])
+        out = self.predict(phi, episode.query_x[t])
+        return self.loss_fn(out, episode.query_y[t]), task_score(out, episode.query_y[t])
 
     # ------------------------------------------------------------- meta-loss
     def meta_loss(self, episode) -> tuple[torch.Tensor, float]:
-        """Mean query loss over the ``T`` tasks after adaptation, and mean query accuracy.
+        """Mean query loss over the ``T`` tasks after adaptation, and the mean query score.
 
         Parameters
         ----------
         episode
-            :class:`mlbook.data.Episode` (or anything with ``support_x [T, S, ...]``,
-            ``support_y [T, S]``, ``query_x [T, Q, ...]``, ``query_y [T, Q]``).
+            :class:`mlbook.data.Episode` or :class:`mlbook.data.SinusoidBatch` (anything
+            with ``support_x [T, S, ...]``, ``support_y``, ``query_x [T, Q, ...]``,
+            ``query_y``).
 
         Returns
         -------
-        (loss, accuracy)
+        (loss, score)
             ``loss`` a scalar tensor: ``loss.backward()`` gives the meta-gradient of the
-            model parameters (and of :attr:`inner_lrs` for Meta-SGD). ``accuracy`` a float
-            in [0, 1] (``nan`` for regression).
+            meta-parameters. ``score`` the mean query accuracy (or MSE for regression).
         """
         num_tasks = check_episode(episode)
         if self.vectorize:
-            return self._meta_loss_vmap(episode)
+            losses, scores = vmap_tasks(self._one_task_pure, episode)
+            return losses.mean(), float(scores.mean())
         if self.fast and torch.is_grad_enabled():
-            return self._meta_loss_fast(episode, num_tasks)
-        return self._meta_loss_plain(episode, num_tasks)
+            return meta_loss_in_threads(lambda t: self.task_loss(episode, t),
+                                        self.meta_parameters(), num_tasks,
+                                        self._threads(num_tasks))
+        losses, scores = zip(*(self.task_loss(episode, t) for t in range(num_tasks)),
+                             strict=True)
+        return torch.stack(losses).mean(), float(torch.stack(scores).mean())
 
-    def _task_loss(self, episode, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        phi = self.adapt(episode.support_x[t], episode.support_y[t])
-        out = self.fmodel(phi, episode.query_x[t])
-        loss = self.loss_fn(out, episode.query_y[t])
-        if self._is_classification(episode.query_y):
-            acc = accuracy(out.detach(), episode.query_y[t])
-        else:
-            acc = torch.tensor(float("nan"))
-        return loss, acc
+    def _threads(self, num_tasks: int) -> int:
+        device = next(self.model.parameters()).device
+        return resolve_threads(self.threads, num_tasks, device) if self.fast else 1
 
-    def _meta_loss_plain(self, episode, num_tasks: int) -> tuple[torch.Tensor, float]:
-        """Reference path: one graph over all tasks."""
-        losses, accs = zip(*(self._task_loss(episode, t) for t in range(num_tasks)), strict=True)
-        return torch.stack(losses).mean(), float(torch.stack(accs).mean())
+    def _one_task_pure(self, sx, sy, qx, qy) -> tuple[torch.Tensor, torch.Tensor]:
+        """One task with ``torch.func.grad`` inner steps (what ``vmap`` maps over tasks)."""
+        lrs, phi = self.step_sizes(), self.params()
+        for _ in range(self.inner_steps):
+            def support_loss(adapted, phi=phi):
+                return self.loss_fn(self.forward_fn({**phi, **adapted}, sx), sy)
 
-    def meta_parameters(self) -> list[torch.Tensor]:
-        """What the outer optimizer trains: model parameters (+ Meta-SGD rates)."""
-        return [p for p in self.parameters() if p.requires_grad]
-
-    def _meta_loss_fast(self, episode, num_tasks: int) -> tuple[torch.Tensor, float]:
-        """Per-task meta-gradients in task threads, attached to the summed loss value."""
-        inputs = self.meta_parameters()
-        device = inputs[0].device if inputs else torch.device("cpu")
-        threads = resolve_threads(self.threads, num_tasks, device, self.fmodel.thread_safe)
-
-        def chunk(tasks: range):
-            grads = [torch.zeros_like(p) for p in inputs]
-            loss_sum = torch.zeros((), dtype=inputs[0].dtype, device=device)
-            acc_sum = 0.0
-            for t in tasks:
-                loss, acc = self._task_loss(episode, t)
-                task_grads = torch.autograd.grad(loss / num_tasks, inputs, allow_unused=True)
-                for g, tg in zip(grads, task_grads, strict=True):
-                    if tg is not None:
-                        g += tg
-                loss_sum += loss.detach()
-                acc_sum += float(acc)
-            return grads, loss_sum, acc_sum
-
-        results = map_task_chunks(chunk, num_tasks, threads)
-        grads, loss_sum, acc_sum = results[0]
-        for other_grads, other_loss, other_acc in results[1:]:
-            for g, og in zip(grads, other_grads, strict=True):
-                g += og
-            loss_sum = loss_sum + other_loss
-            acc_sum += other_acc
-        loss = AttachGradients.apply(loss_sum / num_tasks, grads, *inputs)
-        return loss, acc_sum / num_tasks
-
-    def _meta_loss_vmap(self, episode) -> tuple[torch.Tensor, float]:
-        """All tasks at once: ``vmap`` over tasks of ``torch.func.grad`` inner steps."""
-        theta, lrs = self.params(), self.step_sizes()
-        names, first_order, steps = self.adapt_names, self.first_order, self.inner_steps
-        classify = self._is_classification(episode.query_y)
-
-        def one_task(sx, sy, qx, qy):
-            phi = dict(theta)
-            for _ in range(steps):
-                def support_loss(adapted, phi=phi):
-                    return self.loss_fn(self.fmodel({**phi, **adapted}, sx), sy)
-
-                grads = torch.func.grad(support_loss)({n: phi[n] for n in names})
-                for n in names:
-                    g = grads[n].detach() if first_order else grads[n]
-                    phi[n] = phi[n] - (lrs[n] if isinstance(lrs, Mapping) else lrs) * g
-            out = self.fmodel(phi, qx)
-            acc = accuracy(out, qy) if classify else out.new_tensor(0.0)
-            return self.loss_fn(out, qy), acc
-
-        losses, accs = torch.func.vmap(one_task)(
-            episode.support_x, episode.support_y, episode.query_x, episode.query_y)
-        return losses.mean(), float(accs.mean()) if classify else float("nan")
+            grads = torch.func.grad(support_loss)({n: phi[n] for n in self.adapt_names})
+            for n in self.adapt_names:
+                g = grads[n].detach() if self.first_order else grads[n]
+                phi[n] = phi[n] - (lrs[n] if isinstance(lrs, Mapping) else lrs) * g
+        out = self.forward_fn(phi, qx)
+        return self.loss_fn(out, qy), task_score(out, qy)
 
     # ------------------------------------------------------------ evaluation
-    def evaluate_episode(self, episode, inner_steps: int | None = None) -> torch.Tensor:
-        """Per-task query score after adapting with ``inner_steps`` (default: training's).
+    def task_scores(self, episode, steps: int | None = None) -> torch.Tensor:
+        """Per-task query score ``[T]`` after adapting with ``steps`` (default: training's).
 
-        Returns
-        -------
-        Tensor ``[T]``
-            Query accuracy in [0, 1] per task for classification, query loss per task for
-            regression. No meta-gradient is built (first-order adaptation, no outer graph).
+        Accuracy in [0, 1] for classification, mean squared error for regression. No
+        meta-gradient is built (first-order adaptation, no outer graph).
         """
         num_tasks = check_episode(episode)
-        steps = self.inner_steps if inner_steps is None else inner_steps
-        _check_steps(steps, "inner_steps")
-        theta = {n: p.detach() for n, p in self.model.named_parameters()}
-        device = next(iter(theta.values())).device
-        threads = resolve_threads(self.threads, num_tasks, device, self.fmodel.thread_safe)
-        classify = self._is_classification(episode.query_y)
+        steps = _check_steps(self.inner_steps if steps is None else steps, "steps")
+        theta = {n: p.detach() for n, p in self.params().items()}
+        scores = torch.empty(num_tasks)
 
-        def chunk(tasks: range) -> list[torch.Tensor]:
-            scores = []
+        def chunk(tasks: range) -> None:
             for t in tasks:
                 with torch.no_grad():
                     phi = self.adapt(episode.support_x[t], episode.support_y[t], steps,
                                      params=theta, first_order=True)
-                    out = self.fmodel(phi, episode.query_x[t])
-                    y = episode.query_y[t]
-                    scores.append(accuracy(out, y) if classify else self.loss_fn(out, y))
-            return scores
+                    scores[t] = task_score(self.predict(phi, episode.query_x[t]),
+                                           episode.query_y[t])
 
-        chunks = map_task_chunks(chunk, num_tasks, threads)
-        return torch.stack([s for c in chunks for s in c]).float().cpu()
+        if self.fast:
+            map_task_chunks(chunk, num_tasks, self._threads(num_tasks))
+        else:
+            chunk(range(num_tasks))
+        return scores
 
     def extra_repr(self) -> str:
         return (f"inner_lr={self.inner_lr}, inner_steps={self.inner_steps}, "

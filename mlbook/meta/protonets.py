@@ -78,8 +78,9 @@ class ProtoNet(nn.Module):
 
     Notes
     -----
-    Follows the learner protocol of :func:`mlbook.meta.meta_train`: :meth:`meta_loss` and
-    :meth:`evaluate_episode`.
+    Implements the learner interface (:class:`mlbook.meta.MetaLearner`): what
+    :meth:`adapt` returns for a task is its class prototypes, and :meth:`predict` scores
+    inputs against them.
     """
 
     def __init__(self, encoder: nn.Module) -> None:
@@ -107,24 +108,30 @@ class ProtoNet(nn.Module):
             for t in range(zs.shape[0])
         ])
 
+    def meta_parameters(self) -> list[torch.Tensor]:
+        """What the outer optimizer trains: the encoder's parameters."""
+        return [p for p in self.encoder.parameters() if p.requires_grad]
+
     def meta_loss(self, episode) -> tuple[torch.Tensor, float]:
         """Mean query cross-entropy over the tasks (a tensor to ``backward()``) and accuracy."""
         logits = self.logits(episode)
         loss = F.cross_entropy(logits.flatten(0, 1), episode.query_y.flatten())
         return loss, float(accuracy(logits, episode.query_y))
 
-    loss = meta_loss
+    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor,
+              steps: int | None = None) -> torch.Tensor:
+        """One task's class prototypes ``[N, D]`` (``steps`` is ignored: nothing trains)."""
+        if support_y.is_floating_point():
+            raise ValueError("ProtoNet classifies: support_y must hold integer class ids")
+        return prototypes(self.encoder(support_x), support_y, int(support_y.max()) + 1)
 
-    def predict(self, support_x: torch.Tensor, support_y: torch.Tensor,
-                query_x: torch.Tensor) -> torch.Tensor:
-        """Logits ``[Q, N]`` for one task's queries ``[Q, ...]`` given its support set."""
-        n_way = int(support_y.max()) + 1
-        z = self.encoder(torch.cat([support_x, query_x]))
-        protos = prototypes(z[: len(support_x)], support_y, n_way)
-        return -squared_distances(z[len(support_x) :], protos)
+    def predict(self, adapted: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, N]``: negative squared distances of ``x``'s embeddings to the
+        prototypes ``adapted`` (from :meth:`adapt`)."""
+        return -squared_distances(self.encoder(x), adapted)
 
     @torch.no_grad()
-    def evaluate_episode(self, episode, inner_steps: int | None = None) -> torch.Tensor:
-        """Query accuracy per task ``[T]`` (``inner_steps`` is ignored: nothing adapts)."""
+    def task_scores(self, episode, steps: int | None = None) -> torch.Tensor:
+        """Query accuracy per task ``[T]`` (``steps`` is ignored: nothing adapts)."""
         logits = self.logits(episode)
         return (logits.argmax(-1) == episode.query_y).float().mean(1).cpu()

@@ -1,15 +1,17 @@
 """Meta-training and evaluation for any meta-learner (MAML family, ProtoNets, Reptile).
 
-A *learner* is an ``nn.Module`` with two methods (the protocol :class:`MetaLearner`):
+A *learner* follows :class:`mlbook.meta.MetaLearner`; two of its methods are used here:
 
-* ``meta_loss(episode) -> (loss, accuracy)``: ``loss.backward()`` gives the meta-gradient of
-  the learner's parameters, which the outer ``optimizer`` then applies;
-* ``evaluate_episode(episode, inner_steps=None) -> Tensor [T]``: per-task query accuracy
-  (``inner_steps`` lets MAML adapt longer at test time than during training).
+* ``meta_loss(episode) -> (loss, score)``: ``loss.backward()`` gives the meta-gradient of
+  ``learner.meta_parameters()``, which the outer ``optimizer`` then applies;
+* ``task_scores(episode, steps=None) -> Tensor [T]``: per-task query score after adaptation
+  (``steps`` lets MAML adapt longer at test time than during training).
 
-:func:`meta_train` runs the outer loop for a number of steps or a wall-clock budget, scores
-fixed validation episodes now and then, and writes atomic checkpoints it can resume from.
-:func:`evaluate` reports mean accuracy with its 95% confidence interval, as papers do.
+Scores are accuracies for classification episodes and mean squared errors for regression
+batches (:func:`mlbook.meta.learner.score_name`). :func:`meta_train` runs the outer loop for
+a number of steps or a wall-clock budget, scores fixed validation episodes now and then, and
+writes atomic checkpoints it can resume from. :func:`evaluate` reports the mean score with its
+95% confidence interval, as papers do.
 """
 
 from __future__ import annotations
@@ -19,65 +21,78 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
 
 from mlbook import loops
 from mlbook.checkpoint import load_checkpoint, save_checkpoint
-from mlbook.data.episodes import Episode
 from mlbook.loops import History, mean_confidence_interval
+from mlbook.meta._tasks import check_episode, score_name
+from mlbook.meta.learner import MetaLearner
 
 
-class MetaLearner(Protocol):
-    """What :func:`meta_train` and :func:`evaluate` need from a learner (an ``nn.Module``)."""
+def _check_learner(learner: Any) -> None:
+    if not isinstance(learner, MetaLearner):
+        missing = [m for m in ("meta_parameters", "meta_loss", "adapt", "predict", "task_scores")
+                   if not callable(getattr(learner, m, None))]
+        raise TypeError(f"{type(learner).__name__} is not a meta-learner: it lacks {missing} "
+                        "(see mlbook.meta.MetaLearner; MAML, Reptile and ProtoNet have them)")
 
-    def meta_loss(self, episode: Any) -> tuple[torch.Tensor, float]: ...
 
-    def evaluate_episode(self, episode: Any, inner_steps: int | None = None) -> torch.Tensor: ...
+def _task_slices(episodes: Any, batch_size: int):
+    """Consecutive slices of at most ``batch_size`` tasks of any episode batch (an
+    ``Episode``, a ``SinusoidBatch``: a named tuple of tensors with tasks first)."""
+    num_tasks = check_episode(episodes)
+    for start in range(0, num_tasks, batch_size):
+        yield type(episodes)(*(t[start : start + batch_size] for t in episodes))
 
 
 def episode_scores(learner: nn.Module, episodes, batch_size: int = 50,
-                   inner_steps: int | None = None) -> torch.Tensor:
-    """Per-task query accuracy ``[T]`` of ``learner`` on ``episodes``, in batches of tasks.
+                   steps: int | None = None) -> torch.Tensor:
+    """Per-task query scores ``[T]`` of ``learner`` on ``episodes``, in batches of tasks.
 
-    The learner is put in eval mode for the call (and restored), so encoders with ordinary
-    batch norm use their running statistics; MAML's batch norm uses batch statistics always.
+    Accuracies for classification, mean squared errors for regression. The learner is put in
+    eval mode for the call (and restored): ProtoNet encoders with ordinary batch norm use their
+    running statistics; MAML and Reptile use batch statistics always.
     """
+    _check_learner(learner)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     was_training = learner.training
     learner.eval()
     try:
-        scores = [learner.evaluate_episode(chunk, inner_steps=inner_steps)
-                  for chunk in Episode(*episodes).chunks(batch_size)]
+        scores = [learner.task_scores(chunk, steps=steps)
+                  for chunk in _task_slices(episodes, batch_size)]
     finally:
         learner.train(was_training)
     return torch.cat(scores)
 
 
 def evaluate(learner: nn.Module, episodes, batch_size: int = 50,
-             inner_steps: int | None = None) -> tuple[float, float]:
-    """Mean query accuracy over the tasks of ``episodes`` and its 95% CI half-width.
+             steps: int | None = None) -> tuple[float, float]:
+    """Mean query score over the tasks of ``episodes`` and its 95% CI half-width.
 
     Parameters
     ----------
     learner
         A :class:`MetaLearner`.
     episodes
-        An :class:`mlbook.data.Episode` with ``T >= 2`` tasks (e.g. ``fixed_episodes(...)``).
+        An :class:`mlbook.data.Episode` (or ``SinusoidBatch``) with ``T >= 2`` tasks (e.g.
+        ``fixed_episodes(...)``).
     batch_size
-        Tasks per call of ``evaluate_episode`` (bounds memory).
-    inner_steps
+        Tasks per call of ``task_scores`` (bounds memory).
+    steps
         Test-time adaptation steps for learners that adapt (MAML: e.g. 3 or 10).
 
     Returns
     -------
     (mean, half_width)
-        Accuracy in [0, 1]; the interval is :func:`mlbook.loops.mean_confidence_interval`.
+        Accuracy in [0, 1] (classification) or mean squared error (regression); the interval
+        is :func:`mlbook.loops.mean_confidence_interval`.
     """
-    scores = episode_scores(learner, episodes, batch_size, inner_steps)
+    scores = episode_scores(learner, episodes, batch_size, steps)
     return mean_confidence_interval(scores.tolist())
 
 
@@ -110,7 +125,7 @@ def meta_train(
     time_budget_s: float | None = None,
     val_episodes: Any = None,
     eval_every: int = 100,
-    eval_inner_steps: int | None = None,
+    eval_steps: int | None = None,
     eval_batch_size: int = 50,
     checkpoint: str | os.PathLike | None = None,
     progress: bool = True,
@@ -125,7 +140,7 @@ def meta_train(
         An iterator of episode batches, e.g. :class:`mlbook.data.EpisodeSampler`. If it has a
         ``generator`` attribute (a ``torch.Generator``), its state goes into checkpoints.
     optimizer
-        Outer optimizer over ``learner.parameters()`` (e.g. Adam, lr 1e-3).
+        Outer optimizer over ``learner.meta_parameters()`` (e.g. Adam, lr 1e-3).
     steps
         Stop after this many outer steps in total (counting steps done before a resume).
     scheduler
@@ -139,8 +154,8 @@ def meta_train(
         Fixed validation episodes, scored every ``eval_every`` steps and at the end.
     eval_every
         Steps between validations (and checkpoints).
-    eval_inner_steps, eval_batch_size
-        Passed to :func:`evaluate`.
+    eval_steps, eval_batch_size
+        Passed to :func:`evaluate` (``steps``, ``batch_size``).
     checkpoint
         Path of a checkpoint. If it exists, training resumes from it (learner, optimizer,
         history, step, sampler generator, torch RNG); it is rewritten atomically at every
@@ -154,9 +169,11 @@ def meta_train(
     History
         Series ``step``, ``train_loss``, ``train_acc``, ``train_time_s`` (one per step) and
         ``val_step``, ``val_acc``, ``val_ci95``, ``val_time_s`` (one per validation;
-        accuracies in [0, 1], times in seconds of training).
+        accuracies in [0, 1], times in seconds of training). For regression batches the
+        scores are mean squared errors, named ``train_mse``, ``val_mse``.
     """
     _check_budget(steps, time_budget_s, eval_every)
+    _check_learner(learner)
     history, step, train_time = History(), 0, 0.0
     gen = _rng_holder(sampler)
     if checkpoint is not None and Path(checkpoint).is_file():
@@ -191,8 +208,9 @@ def meta_train(
     def validate() -> None:
         if val_episodes is None or ("val_step" in history and history.last("val_step") == step):
             return
-        acc, ci = evaluate(learner, val_episodes, eval_batch_size, eval_inner_steps)
-        history.log(val_step=step, val_acc=acc, val_ci95=ci, val_time_s=train_time)
+        score, ci = evaluate(learner, val_episodes, eval_batch_size, eval_steps)
+        history.log(val_step=step, **{f"val_{score_name(val_episodes.query_y)}": score},
+                    val_ci95=ci, val_time_s=train_time)
 
     def done() -> bool:
         return (steps is not None and step >= steps) or (
@@ -209,7 +227,7 @@ def meta_train(
             break
         start = time.perf_counter()
         episode = next(sampler)
-        loss, acc = learner.meta_loss(episode)
+        loss, score = learner.meta_loss(episode)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -217,7 +235,8 @@ def meta_train(
             scheduler.step()
         train_time += time.perf_counter() - start
         step += 1
-        history.log(step=step, train_loss=loss.item(), train_acc=acc, train_time_s=train_time)
+        history.log(step=step, train_loss=loss.item(),
+                    **{f"train_{score_name(episode.query_y)}": score}, train_time_s=train_time)
         if not math.isfinite(loss.item()):
             raise FloatingPointError(
                 f"meta-loss became {loss.item()} at step {step}; lower the outer learning rate "

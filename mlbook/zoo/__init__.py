@@ -19,6 +19,7 @@ that does not fit the architecture raises :class:`ZooError` saying what to do.
 from __future__ import annotations
 
 import json
+import pickle
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -43,17 +44,18 @@ class ZooError(RuntimeError):
     """A zoo model cannot be found, verified or loaded."""
 
 
-def _package_dir() -> Path:
+def zoo_dir() -> Path:
+    """The zoo's folder: ``models.json`` (the index) and ``weights/`` (one file a model)."""
     return Path(str(resources.files("mlbook.zoo")))
 
 
 def weights_dir() -> Path:
     """The folder of the shipped weight files."""
-    return _package_dir() / "weights"
+    return zoo_dir() / "weights"
 
 
 def _index() -> dict[str, dict[str, Any]]:
-    path = _package_dir() / "models.json"
+    path = zoo_dir() / "models.json"
     if not path.is_file():
         return {}
     return json.loads(path.read_text())
@@ -113,7 +115,11 @@ def load(name: str, map_location: str | torch.device = "cpu") -> nn.Module:
         raise ZooError(f"{meta['file']} has sha256 {digest}, the zoo recorded {meta['sha256']}: "
                        "the file is damaged or was replaced; reinstall mlbook")
     learner = build_learner(**meta)
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ZooError(f"{meta['file']} is not a plain state dict (weights_only=True refused "
+                       f"it: {str(exc).splitlines()[0]})") from exc
     try:
         learner.load_state_dict(state)
     except RuntimeError as exc:

@@ -6,8 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mlbook.meta import bn_pool
-from mlbook.meta.bn_pool import batch_norm_max_pool, channel_mean_var, conv_batch_norm_max_pool
+from mlbook.meta._fast import bn_pool
+from mlbook.meta._fast.bn_pool import (
+    batch_norm_max_pool,
+    channel_mean_var,
+    conv_batch_norm_max_pool,
+)
 
 POOLS = [(2, 2, 0), (3, 2, 1)]  # kernel, stride, padding: Conv4's pool, and overlapping windows
 

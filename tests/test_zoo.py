@@ -1,0 +1,124 @@
+"""mlbook.zoo: the shipped index is complete, loading verifies, and train_zoo.py writes models."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mlbook import zoo
+from mlbook.meta import MAML, ProtoNet, Reptile
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_every_shipped_model_is_complete_and_loads():
+    names = zoo.available()
+    total = 0
+    for name in names:
+        meta = zoo.info(name)
+        missing = [k for k in zoo.REQUIRED_KEYS if k not in meta]
+        assert not missing, f"{name} lacks {missing}"
+        assert meta["method"] in zoo.METHODS and meta["split"] in zoo.SPLITS
+        assert not meta.get("dirty"), f"{name} was trained with uncommitted changes"
+        path = zoo.weights_dir() / meta["file"]
+        total += path.stat().st_size
+        learner = zoo.load(name)
+        expected = ProtoNet if meta["method"] in ("protonet", "transfer") else (
+            Reptile if meta["method"] == "reptile" else MAML)
+        assert isinstance(learner, expected) and not learner.training
+        network = learner.encoder if isinstance(learner, ProtoNet) else learner.model
+        assert isinstance(network, torch.nn.Module)
+    assert total <= 15 * 2**20, f"the zoo's weights take {total} bytes, more than 15 MB"
+
+
+def fake_zoo(tmp_path: Path, monkeypatch, method: str = "protonet", learner=None) -> Path:
+    """A zoo folder with one model ``m`` (untrained weights), used by the package."""
+    learner = learner or zoo.build_learner(method, n_way=5)
+    (tmp_path / "weights").mkdir()
+    path = tmp_path / "weights" / "m.pt"
+    torch.save(learner.state_dict(), path)
+    entry = {k: None for k in zoo.REQUIRED_KEYS}
+    entry.update(method=method, split="standard", n_way=5, k_shot=1, image_size=28, file="m.pt",
+                 sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    (tmp_path / "models.json").write_text(json.dumps({"m": entry}))
+    monkeypatch.setattr(zoo, "zoo_dir", lambda: tmp_path)
+    return path
+
+
+@pytest.mark.parametrize("method", ["protonet", "maml", "fomaml", "anil", "metasgd", "reptile"])
+def test_load_builds_the_recorded_learner(tmp_path, monkeypatch, method):
+    fake_zoo(tmp_path, monkeypatch, method)
+    assert zoo.available() == ["m"]
+    learner = zoo.load("m")
+    original = zoo.build_learner(method, n_way=5)
+    assert type(learner) is type(original)
+    assert learner.state_dict().keys() == original.state_dict().keys()
+
+
+def test_unknown_name_lists_the_available_ones(tmp_path, monkeypatch):
+    fake_zoo(tmp_path, monkeypatch)
+    with pytest.raises(zoo.ZooError, match=r"no zoo model named 'nope'; available: \['m'\]"):
+        zoo.load("nope")
+
+
+def test_altered_or_missing_file_is_refused(tmp_path, monkeypatch):
+    path = fake_zoo(tmp_path, monkeypatch)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(zoo.ZooError, match="sha256.*damaged or was replaced"):
+        zoo.load("m")
+    path.unlink()
+    with pytest.raises(zoo.ZooError, match="missing"):
+        zoo.load("m")
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path, monkeypatch):
+    # MAML weights recorded as a ProtoNet: the sha256 matches, the shapes do not
+    fake_zoo(tmp_path, monkeypatch, "protonet", learner=zoo.build_learner("maml", n_way=5))
+    with pytest.raises(zoo.ZooError, match="do not fit a protonet learner"):
+        zoo.load("m")
+
+
+def test_a_pickle_that_is_not_a_state_dict_is_refused(tmp_path, monkeypatch):
+    path = fake_zoo(tmp_path, monkeypatch)
+    torch.save({"when": datetime.date(2026, 1, 1)}, path)  # weights_only may not unpickle it
+    index = json.loads((tmp_path / "models.json").read_text())
+    index["m"]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (tmp_path / "models.json").write_text(json.dumps(index))
+    with pytest.raises(zoo.ZooError, match="not a plain state dict"):
+        zoo.load("m")
+
+
+@pytest.mark.slow
+def test_train_zoo_writes_a_loadable_model_with_its_record(tmp_path, monkeypatch, shared_data):
+    monkeypatch.setenv("MLBOOK_DATA", str(shared_data))
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    sys.modules.pop("train_zoo", None)
+    import train_zoo
+
+    record = train_zoo.main(["protonet-5shot", "--steps", "2", "--test-episodes", "3",
+                             "--threads", "1", "--out", str(tmp_path), "--allow-dirty"])
+    assert record["steps"] == 2 and set(record["test"]) == {"5w5s", "20w5s"}
+    assert (tmp_path / "runs" / "protonet-5shot" / "checkpoint.pt").is_file()
+    assert (tmp_path / "results" / "protonet-5shot.md").read_text().startswith("# Zoo model")
+    monkeypatch.setattr(zoo, "zoo_dir", lambda: tmp_path)
+    meta = zoo.info("protonet-5shot")
+    assert {k: meta[k] for k in ("method", "split", "n_way", "k_shot", "steps", "seed")} == {
+        "method": "protonet", "split": "standard", "n_way": 5, "k_shot": 5, "steps": 2, "seed": 0}
+    assert meta["train_command"].startswith("python benchmarks/train_zoo.py protonet-5shot")
+    learner = zoo.load("protonet-5shot")
+    assert isinstance(learner, ProtoNet)
+    # the shipped weights are the trained ones: the same scores on the same episodes
+    from mlbook.data import fixed_episodes, omniglot_standard_split
+    from mlbook.meta import evaluate
+
+    test = omniglot_standard_split(28)[1]
+    acc, _ = evaluate(learner, fixed_episodes(test, 5, 5, 15, 3, seed=0))
+    assert acc == pytest.approx(meta["test"]["5w5s"]["acc"], abs=1e-5)
