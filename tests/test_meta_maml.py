@@ -428,3 +428,39 @@ def test_vectorized_path_equals_task_loop_for_sinusoid_mlp(first_order):
 def test_vectorize_is_refused_with_batch_norm():
     with pytest.raises(ValueError, match="batch norm"):
         MAML(tiny_bn_net(), vectorize=True)
+
+
+def test_protomaml_head_starts_as_prototypical_networks():
+    """Before any inner step, ProtoMAML's head gives ProtoNets' class probabilities."""
+    from mlbook.meta import ProtoNet
+
+    torch.manual_seed(3)
+    model = Conv4(1, hidden=4, num_classes=3, image_size=16, track_running_stats=False).double()
+    learner = MAML(model, head_init="prototypes", fast=False)
+    ep = tiny_episode(num_tasks=1, side=16)
+    params = learner.prototype_head(learner.params(), ep.support_x[0], ep.support_y[0])
+    logits = learner.predict(params, ep.query_x[0])
+    proto = ProtoNet(model.features)
+    want = proto.predict(proto.adapt(ep.support_x[0], ep.support_y[0]), ep.query_x[0])
+    torch.testing.assert_close(logits.softmax(1), want.softmax(1), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_protomaml_fast_equals_plain_and_trains_the_body_not_the_head(first_order):
+    grads = []
+    for fast in (False, True):
+        torch.manual_seed(4)
+        model = Conv4(1, hidden=4, num_classes=3, image_size=16,
+                      track_running_stats=False).double()
+        learner = MAML(model, inner_lr=0.3, inner_steps=2, head_init="prototypes",
+                       first_order=first_order, fast=fast, threads=2)
+        learner.meta_loss(tiny_episode(num_tasks=3, side=16))[0].backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    for name, g in grads[0].items():
+        if name.startswith("head."):  # replaced by the prototypes in every task
+            assert g is None and not grads[1][name].any()
+        else:
+            torch.testing.assert_close(grads[1][name], g, rtol=1e-10, atol=1e-12)
+    assert grads[0]["features.0.0.weight"].abs().max() > 1e-6
+    with pytest.raises(ValueError, match="nn.Linear with a bias"):
+        MAML(nn.Sequential(nn.Linear(2, 2, bias=False)), head_init="prototypes", head_name="0")

@@ -16,6 +16,10 @@ steps (second order: Hessian-vector products of ``L_S``). The family, all option
   tensor per parameter (same shape, elementwise), trained with ``theta``.
 * **ANIL** (Raghu et al. 2020, ``adapt="head"``): only the final linear layer adapts in the
   inner loop; the body is shared as is (but still meta-trained through the head's steps).
+* **ProtoMAML** (Triantafillou et al. 2020, ``head_init="prototypes"``): each task's linear
+  head starts from its class prototypes, ``w_c = 2 p_c``, ``b_c = -||p_c||^2`` (so before any
+  step it classifies like Prototypical Networks), then adapts as in MAML; the meta-gradient
+  flows through the prototypes into the body.
 
 Read :func:`inner_update` and :meth:`MAML.meta_loss`: that is the whole algorithm, written
 with :func:`torch.autograd.grad` on a parameter dict and the module's own forward
@@ -50,6 +54,7 @@ from mlbook.meta._fast.tasks import (
 from mlbook.meta._tasks import check_episode, task_score
 from mlbook.meta.functional import Params, functional_forward
 from mlbook.meta.learner import check_batch_norm
+from mlbook.meta.protonets import prototypes
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 InnerLR = float | Mapping[str, torch.Tensor]
@@ -138,25 +143,20 @@ def inner_update(
         absent = [n for n in names if n not in inner_lr]
         if absent:
             raise ValueError(f"inner_lr dict has no learning rate for {absent}")
-    grad_mode = torch.is_grad_enabled()
     # Second order needs the graph of the inner gradient, but only if anyone will
     # differentiate the result (not during evaluation under torch.no_grad()).
-    create_graph = not first_order and grad_mode
+    second_order = not first_order and torch.is_grad_enabled()
     phi = dict(params)
-    if not grad_mode:
-        # Evaluation: no meta-gradient is wanted, so each step's weights are fresh leaves.
-        phi.update({n: phi[n].detach().requires_grad_() for n in names})
     for _ in range(steps):
+        # First order treats the inner gradient as a constant: take it at detached copies,
+        # so the support pass neither keeps nor frees any of the outer graph.
+        at = phi if second_order else {n: p.detach().requires_grad_() for n, p in phi.items()}
         with torch.enable_grad():  # the inner loop needs gradients even at test time
-            loss = loss_fn(fmodel(phi, support_x), support_y)
-            grads = torch.autograd.grad(loss, [phi[n] for n in names], create_graph=create_graph)
+            loss = loss_fn(fmodel(at, support_x), support_y)
+            grads = torch.autograd.grad(loss, [at[n] for n in names], create_graph=second_order)
         for name, grad in zip(names, grads, strict=True):
             lr = inner_lr[name] if isinstance(inner_lr, Mapping) else inner_lr
-            phi[name] = phi[name] - lr * (grad.detach() if first_order else grad)
-            if not grad_mode:
-                phi[name].requires_grad_()
-    if not grad_mode:
-        phi = {n: p.detach() for n, p in phi.items()}
+            phi[name] = phi[name] - lr * grad
     return phi
 
 
@@ -185,7 +185,12 @@ class MAML(nn.Module):
         ``F.cross_entropy`` (classification; scores are accuracies) or e.g. ``F.mse_loss``
         (regression; scores are mean squared errors).
     head_name
-        Name of the submodule that is the head for ``adapt="head"`` (``Conv4.head``).
+        Name of the submodule that is the head for ``adapt="head"`` and ``head_init``
+        (``Conv4.head``).
+    head_init
+        ``None`` (MAML: the head is meta-learned like the rest) or ``"prototypes"``
+        (ProtoMAML: each task's head starts from its class prototypes; the head must be an
+        ``nn.Linear`` with a bias, as wide as the tasks have classes).
     fast
         ``True``: the same meta-gradient, faster (tasks over threads, an interpreted forward
         in a CPU layout; :mod:`mlbook.meta._fast`); ``"threads"``: task threads with the
@@ -218,6 +223,7 @@ class MAML(nn.Module):
         adapt: str = "all",
         loss_fn: LossFn = F.cross_entropy,
         head_name: str = "head",
+        head_init: str | None = None,
         fast: bool | str = True,
         threads: int | None = None,
         vectorize: bool = False,
@@ -234,6 +240,12 @@ class MAML(nn.Module):
         if not any(fast is choice for choice in (True, False)) and fast != "threads":
             raise ValueError(f"fast must be True, False or 'threads', got {fast!r}")
         check_batch_norm(model, "MAML")
+        if head_init not in (None, "prototypes"):
+            raise ValueError(f"head_init must be None or 'prototypes', got {head_init!r}")
+        head = dict(model.named_modules()).get(head_name)
+        if head_init and not (isinstance(head, nn.Linear) and head.bias is not None):
+            raise ValueError(f"head_init='prototypes' needs model.{head_name} to be an nn.Linear "
+                             f"with a bias, got {type(head).__name__}; pass head_name=")
         if threads is not None:
             resolve_threads(threads, 1, torch.device("cpu"))  # validates the value
         has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
@@ -243,10 +255,14 @@ class MAML(nn.Module):
                 "batch norm under torch.func.vmap gives a wrong second-order meta-gradient "
                 "(about 2% off, torch 2.14/2.15). Use the default task loop (vectorize=False)"
             )
+        if vectorize and head_init:
+            raise ValueError("vectorize=True does not support head_init='prototypes'; use the "
+                             "task loop (vectorize=False)")
         self.model = model
         self.inner_lr = float(inner_lr)
         self.first_order = bool(first_order)
         self.adapt_mode = adapt
+        self.head_name, self.head_init = head_name, head_init
         self.loss_fn = loss_fn
         self.fast = fast
         self.threads = threads
@@ -310,9 +326,12 @@ class MAML(nn.Module):
         ``first_order`` to the learner's setting. Differentiable w.r.t. ``theta`` when
         grad mode is on.
         """
+        params = self.params() if params is None else params
+        if self.head_init == "prototypes":
+            params = self.prototype_head(params, support_x, support_y)
         return inner_update(
             self.forward_fn,
-            self.params() if params is None else params,
+            params,
             support_x,
             support_y,
             self.loss_fn,
@@ -321,6 +340,24 @@ class MAML(nn.Module):
             self.first_order if first_order is None else first_order,
             self.adapt_names,
         )
+
+    def prototype_head(self, params: Params, support_x: torch.Tensor,
+                       support_y: torch.Tensor) -> Params:
+        """``params`` with the head set from the support set's class prototypes (ProtoMAML).
+
+        The body's features ``z`` are the network's output with the head replaced by the
+        identity map; with prototypes ``p_c``, ``w_c = 2 p_c`` and ``b_c = -||p_c||^2`` give
+        logits ``2 p_c.z - ||p_c||^2 = ||z||^2 - ||z - p_c||^2``: Prototypical Networks'
+        logits up to a per-input constant, so the same softmax.
+        """
+        weight, bias = f"{self.head_name}.weight", f"{self.head_name}.bias"
+        n_way, width = params[weight].shape
+        identity = {weight: torch.eye(width, dtype=params[weight].dtype,
+                                      device=params[weight].device),
+                    bias: params[bias].new_zeros(width)}
+        features = self.forward_fn({**params, **identity}, support_x)
+        protos = prototypes(features, support_y, n_way)
+        return {**params, weight: 2 * protos, bias: -(protos**2).sum(1)}
 
     def predict(self, adapted: Params, x: torch.Tensor) -> torch.Tensor:
         """The model's output ``[B, ...]`` on ``x [B, ...]`` at parameters ``adapted``."""
@@ -412,4 +449,4 @@ class MAML(nn.Module):
     def extra_repr(self) -> str:
         return (f"inner_lr={self.inner_lr}, inner_steps={self.inner_steps}, "
                 f"first_order={self.first_order}, learn_inner_lr={self.learn_inner_lr}, "
-                f"adapt={self.adapt_mode!r}, fast={self.fast}")
+                f"adapt={self.adapt_mode!r}, head_init={self.head_init!r}, fast={self.fast}")
