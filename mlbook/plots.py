@@ -147,3 +147,124 @@ def _blues():
     from matplotlib import colormaps
 
     return colormaps["Blues"]
+
+
+def _episode_part(episode, field: str, task: int) -> torch.Tensor:
+    tensor = getattr(episode, field, None)
+    if not isinstance(tensor, torch.Tensor):
+        raise ValueError(
+            f"episode has no tensor {field!r}; pass an mlbook.data.Episode "
+            "(e.g. from mlbook.data.sample_episodes)"
+        )
+    return tensor[task].detach().cpu()
+
+
+def _rows_by_label(y: torch.Tensor, part: str) -> list[torch.Tensor]:
+    """Indices of each label 0..N-1 in ``y``; every label must occur equally often."""
+    if y.is_floating_point() or y.ndim != 1:
+        raise ValueError(
+            f"{part} labels must be a 1-D integer tensor of class ids, got dtype {y.dtype} and "
+            f"shape {tuple(y.shape)}; plot_episode draws classification episodes"
+        )
+    labels = torch.unique(y)
+    if labels.tolist() != list(range(len(labels))):
+        raise ValueError(f"{part} labels must be 0..N-1, got {labels.tolist()}")
+    rows = [torch.nonzero(y == label).flatten() for label in labels]
+    counts = sorted({len(r) for r in rows})
+    if len(counts) != 1:
+        raise ValueError(f"every class needs the same number of {part} examples, got {counts}")
+    return rows
+
+
+def _image(x: torch.Tensor) -> tuple[np.ndarray, str | None]:
+    """An image ``[C, H, W]`` as something ``imshow`` draws, and its colour map."""
+    if x.shape[0] == 1:
+        return x[0].numpy(), "gray_r"  # Omniglot: ink 1.0 on a 0.0 background, drawn dark
+    rgb = x.permute(1, 2, 0)
+    span = rgb.max() - rgb.min()
+    return ((rgb - rgb.min()) / (span if span > 0 else 1)).numpy(), None
+
+
+def plot_episode(episode, task: int = 0, fig=None, max_queries: int | None = None):
+    """The anatomy of one N-way K-shot task: its support and query images, one row per class.
+
+    Parameters
+    ----------
+    episode
+        An :class:`mlbook.data.Episode` of image tasks: ``support_x [T, N*K, C, H, W]``,
+        ``support_y [T, N*K]``, ``query_x [T, N*Q, C, H, W]``, ``query_y [T, N*Q]``, with
+        ``C`` = 1 (drawn as dark ink on white) or 3 (rescaled to [0, 1] per image).
+    task
+        Which of the ``T`` tasks to draw.
+    fig
+        A Matplotlib ``Figure`` or ``SubFigure`` to draw into; default: a new
+        ``pyplot`` figure sized to the grid.
+    max_queries
+        Draw at most this many query images per class (default: all ``Q``).
+
+    Returns
+    -------
+    Figure or SubFigure
+        ``fig``, holding two sub-figures: the support set (``N`` rows of ``K`` images, each
+        row labelled with its class id) and the query set (``N`` rows of ``Q`` images).
+
+    Raises
+    ------
+    ValueError
+        If ``episode`` is not an image episode, ``task`` is out of range, the labels are
+        not ``0..N-1`` with the same count per class in support and query, or
+        ``max_queries`` is not a positive int.
+    """
+    support_x = getattr(episode, "support_x", None)
+    if not isinstance(support_x, torch.Tensor) or support_x.ndim != 5:
+        shape = tuple(support_x.shape) if isinstance(support_x, torch.Tensor) else None
+        raise ValueError(
+            "plot_episode draws image episodes: support_x must be [T, N*K, C, H, W], got "
+            f"{shape}; sample one with mlbook.data.sample_episodes"
+        )
+    num_tasks = support_x.shape[0]
+    if not isinstance(task, int) or isinstance(task, bool) or not 0 <= task < num_tasks:
+        raise ValueError(f"task must be an int in 0..{num_tasks - 1} (the episode has "
+                         f"{num_tasks} tasks), got {task!r}")
+    if max_queries is not None and (not isinstance(max_queries, int)
+                                    or isinstance(max_queries, bool) or max_queries < 1):
+        raise ValueError(f"max_queries must be a positive int or None, got {max_queries!r}")
+    sx, sy = _episode_part(episode, "support_x", task), _episode_part(episode, "support_y", task)
+    qx, qy = _episode_part(episode, "query_x", task), _episode_part(episode, "query_y", task)
+    if sx.shape[1] not in (1, 3) or qx.shape[1:] != sx.shape[1:]:
+        raise ValueError(
+            f"images must be [C, H, W] with C = 1 or 3, the same in support and query; got "
+            f"support {tuple(sx.shape[1:])} and query {tuple(qx.shape[1:])}"
+        )
+    support_rows, query_rows = _rows_by_label(sy, "support"), _rows_by_label(qy, "query")
+    if len(support_rows) != len(query_rows):
+        raise ValueError(f"support has {len(support_rows)} classes but query has "
+                         f"{len(query_rows)}; both must hold the same N classes")
+    n_way, k_shot, q_all = len(support_rows), len(support_rows[0]), len(query_rows[0])
+    q_shown = q_all if max_queries is None else min(q_all, max_queries)
+    label_width, gap = 1.0, 0.5  # in image widths: room for the row labels, space between sets
+    if fig is None:
+        from matplotlib import pyplot as plt  # lazily: only when we must create a figure
+
+        fig = plt.figure(figsize=(0.9 * (label_width + k_shot + gap + q_shown),
+                                  0.9 * n_way + 0.9))
+    parts = fig.subfigures(1, 2, width_ratios=[label_width + k_shot, gap + q_shown], wspace=0)
+    query_title = (f"query set\n{q_all} per class" if q_shown == q_all
+                   else f"query set\n{q_shown} of {q_all} per class")
+    blocks = [(parts[0], sx, support_rows, k_shot, label_width,
+               f"support set\nK = {k_shot} per class"),
+              (parts[1], qx, query_rows, q_shown, gap, query_title)]
+    for part, images, rows, columns, margin, title in blocks:
+        part.suptitle(title, fontsize=10)
+        axes = part.subplots(n_way, columns, squeeze=False, gridspec_kw={
+            "left": margin / (margin + columns), "right": 0.98, "bottom": 0.02,
+            "top": 1 - 0.75 / (0.9 * n_way + 0.9), "wspace": 0.08, "hspace": 0.08})
+        for label, row in enumerate(rows):
+            for column, ax in enumerate(axes[label]):
+                picture, cmap = _image(images[row[column]])
+                ax.imshow(picture, cmap=cmap)
+                ax.set_xticks([])
+                ax.set_yticks([])
+            if part is parts[0]:
+                axes[label][0].set_ylabel(f"label {label}", rotation=0, ha="right", va="center")
+    return fig

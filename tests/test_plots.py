@@ -71,3 +71,62 @@ def test_plot_sinusoid_fits_rejects_mismatched_lengths():
         plot_sinusoid_fits(ax, x, x, [0.0, 1.0], [0.0], {"p": x})
     with pytest.raises(ValueError, match="empty"):
         plot_sinusoid_fits(ax, x, x, [0.0], [0.0], {})
+
+
+def _image_episode():
+    from mlbook.data import sample_episodes
+
+    images = torch.rand(6, 8, 1, 5, 5, generator=torch.Generator().manual_seed(0))
+    return sample_episodes(images, n_way=3, k_shot=2, q_queries=4, num_tasks=2,
+                           generator=torch.Generator().manual_seed(1))
+
+
+def test_plot_episode_draws_support_and_query_rows_per_class():
+    from mlbook.plots import plot_episode
+
+    episode = _image_episode()
+    fig = Figure()
+    FigureCanvasAgg(fig)
+    assert plot_episode(episode, task=1, fig=fig, max_queries=3) is fig
+    fig.canvas.draw()
+    support, query = fig.subfigs
+    assert "K = 2" in support.get_suptitle()
+    assert query.get_suptitle() == "query set\n3 of 4 per class"
+    assert len(support.axes) == 3 * 2 and len(query.axes) == 3 * 3
+    # Row r of the support grid holds label r's support images, in order.
+    for label in range(3):
+        shown = [ax.get_images()[0].get_array() for ax in support.axes[2 * label:2 * label + 2]]
+        expected = episode.support_x[1][episode.support_y[1] == label, 0]
+        np.testing.assert_allclose(np.stack(shown), expected.numpy())
+        assert support.axes[2 * label].get_ylabel() == f"label {label}"
+    first_query = query.axes[3].get_images()[0].get_array()  # row 1, column 0
+    np.testing.assert_allclose(first_query, episode.query_x[1][episode.query_y[1] == 1][0, 0])
+
+
+def test_plot_episode_draws_colour_images():
+    from mlbook.data import Episode
+    from mlbook.plots import plot_episode
+
+    x = torch.randn(1, 2, 3, 4, 4)
+    y = torch.tensor([[0, 1]])
+    fig = plot_episode(Episode(x, y, x, y), fig=Figure())
+    picture = fig.subfigs[0].axes[0].get_images()[0].get_array()
+    assert picture.shape == (4, 4, 3) and picture.min() >= 0 and picture.max() <= 1
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"task": 2}, "task must be an int in 0..1"),
+    ({"max_queries": 0}, "max_queries"),
+    ({"support_x": torch.zeros(2, 6, 1)}, "image episodes"),
+    ({"support_y": torch.zeros(2, 6)}, "integer"),
+    ({"support_y": torch.tensor([[0, 0, 0, 1, 1, 2]] * 2)}, "same number of support"),
+    ({"query_y": torch.tensor([[0] * 4 + [1] * 4 + [3] * 4] * 2)}, "0..N-1"),
+])
+def test_plot_episode_rejects_bad_input(change, message):
+    from mlbook.plots import plot_episode
+
+    episode = _image_episode()
+    task = change.pop("task", 0)
+    max_queries = change.pop("max_queries", None)
+    with pytest.raises(ValueError, match=message):
+        plot_episode(episode._replace(**change), task=task, fig=Figure(), max_queries=max_queries)
