@@ -8,6 +8,7 @@
 * :mod:`mlbook.meta.bn_pool` -- batch norm + max-pool (and a first convolution) as one op,
   which the fast CPU path of :mod:`~mlbook.meta.functional` uses
 * :mod:`mlbook.meta.train` -- the meta-training loop and few-shot evaluation for all of them
+* :mod:`mlbook.meta.distributed` -- that loop on several processes or machines (``torchrun``)
 """
 
 from mlbook.meta.bn_pool import batch_norm_max_pool, conv_batch_norm_max_pool

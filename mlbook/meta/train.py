@@ -28,6 +28,7 @@ from mlbook import loops
 from mlbook.checkpoint import load_checkpoint, save_checkpoint
 from mlbook.data.episodes import Episode
 from mlbook.loops import History, mean_confidence_interval
+from mlbook.meta import distributed
 
 
 class MetaLearner(Protocol):
@@ -164,9 +165,13 @@ def meta_train(
         torch.set_rng_state(state["torch_rng"])
         if gen is not None and state.get("sampler_rng") is not None:
             gen.set_state(state["sampler_rng"])
+    # Under torchrun: join the process group, check the ranks agree, keep this rank's tasks.
+    world = distributed.join(learner, sampler, optimizer, steps=steps, time_budget_s=time_budget_s,
+                             eval_every=eval_every, val_episodes=val_episodes, step=step)
+    sampler = world.shard(sampler)
 
     def save() -> None:
-        if checkpoint is None:
+        if checkpoint is None or not world.is_writer:
             return
         save_checkpoint({
             "learner": learner.state_dict(),
@@ -193,7 +198,8 @@ def meta_train(
     learner.train()
     total = None if steps is None else max(steps - step, 0)
     counter = itertools.count()
-    ticks = loops.progress(counter, total=total, desc="meta-train") if progress else counter
+    ticks = (loops.progress(counter, total=total, desc="meta-train")
+             if progress and world.is_writer else counter)
     for _ in ticks:
         if done():
             break
@@ -202,13 +208,15 @@ def meta_train(
         loss, acc = learner.meta_loss(episode)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        # The mean over ranks of gradients, loss, accuracy and time (one process: as they are).
+        loss_value, acc, seconds = world.average(loss, acc, time.perf_counter() - start)
         optimizer.step()
-        train_time += time.perf_counter() - start
+        train_time += seconds
         step += 1
-        history.log(step=step, train_loss=loss.item(), train_acc=acc, train_time_s=train_time)
-        if not math.isfinite(loss.item()):
+        history.log(step=step, train_loss=loss_value, train_acc=acc, train_time_s=train_time)
+        if not math.isfinite(loss_value):
             raise FloatingPointError(
-                f"meta-loss became {loss.item()} at step {step}; lower the outer learning rate "
+                f"meta-loss became {loss_value} at step {step}; lower the outer learning rate "
                 "or the inner learning rate (the last checkpoint is kept)"
             )
         if step % eval_every == 0:
