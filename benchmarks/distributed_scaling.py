@@ -193,6 +193,7 @@ def main() -> None:
     if not clean and args.markdown and not args.allow_dirty:
         sys.exit("the working tree has changes: commit first (the results file names the "
                  "commit), or pass --allow-dirty")
+    commit = sh("git rev-parse HEAD")  # now: the children import this tree as it is now
     start, load_before = time.perf_counter(), sh("uptime")
     steps = args.warmup + args.iters
     times: dict[str, list[float]] = {name: [] for name in CONTENDERS}
@@ -208,7 +209,7 @@ def main() -> None:
     floats = info["parameters"] + info["float_buffers"] + info["parameter_tensors"] + 3
     compute = min(medians.values())
     result = {
-        "command": f"python {' '.join(sys.argv)}", "commit": sh("git rev-parse HEAD"),
+        "command": f"python {' '.join(sys.argv)}", "commit": commit,
         "clean": clean, "machine": cpu_model(), "cores": sh("nproc"), "torch": torch.__version__,
         "load_before": load_before, "load_after": sh("uptime"),
         "wall_s": time.perf_counter() - start,

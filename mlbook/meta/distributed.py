@@ -42,11 +42,14 @@ there is no backward computation for DDP's bucketed all-reduce to overlap with a
 all-reduce after ``backward()`` is both correct and as fast.
 
 Operations: only rank 0 writes checkpoints and shows progress bars (:attr:`World.is_writer`);
-before any training, :func:`join` checks that the world size divides the meta-batch and that
-every rank has the same parameters, optimizer, sampler state and settings (an ``all_gather``
-of fingerprints), and says what differs; the process group gets a timeout (``timeout_s`` or
-``MLBOOK_DIST_TIMEOUT_S``, default 600 s), and a collective that fails because another rank
-crashed or hangs raises :class:`RankFailureError` instead of waiting forever.
+every rank validates on all validation episodes (the same parameters give the same scores, so
+every rank returns the same history). Before any training, :func:`join` checks that the
+world size divides the meta-batch and that every rank has the same parameters, optimizer,
+sampler state and settings (an ``all_gather`` of fingerprints), and says what differs. The
+process group gets a timeout (``timeout_s`` or ``MLBOOK_DIST_TIMEOUT_S``, default 600 s): with
+gloo, a collective that fails because another rank crashed or hangs raises
+:class:`RankFailureError` instead of waiting forever; with NCCL, PyTorch's watchdog ends the
+process after the same timeout with its own message.
 """
 
 from __future__ import annotations
@@ -228,7 +231,7 @@ def _describe(value: Any) -> Any:
 
 def _public(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """An object's public attributes (nn.Module internals and ``skip`` left out)."""
-    return {k: v for k, v in vars(obj).items()
+    return {k: v for k, v in getattr(obj, "__dict__", {}).items()
             if not k.startswith("_") and k not in skip and not isinstance(v, nn.Module)}
 
 
