@@ -12,7 +12,7 @@ from mlbook.models import Conv4
 
 STEPS = 3  # steps of every run
 CHECKPOINT_STEP, RESUMED_STEPS = 2, 4  # one-process checkpoint, resumed by two processes
-SETUPS = ("maml2", "reptile", "protonet", "protonet_bn")
+SETUPS = ("maml2", "fomaml_metasgd", "reptile", "protonet", "protonet_bn")
 
 
 def images(classes: int = 8, per_class: int = 5, side: int = 16) -> torch.Tensor:
@@ -35,11 +35,16 @@ def validation():
 def build(name: str, seed: int = 0):
     """``(learner, sampler, optimizer)`` for a setup, float64, from ``seed``."""
     torch.manual_seed(seed)
-    if name in ("maml2", "reptile"):
-        model = Conv4(1, hidden=4, num_classes=3, image_size=16, track_running_stats=False)
-        learner: nn.Module = (MAML(model.double(), inner_lr=0.4, threads=1) if name == "maml2"
-                              else Reptile(model.double(), inner_lr=0.05, inner_steps=2,
-                                           threads=1))
+    if name in ("maml2", "fomaml_metasgd", "reptile"):
+        model = Conv4(1, hidden=4, num_classes=3, image_size=16,
+                      track_running_stats=False).double()
+        if name == "maml2":
+            learner: nn.Module = MAML(model, inner_lr=0.4, threads=1)
+        elif name == "fomaml_metasgd":  # first order, learnt per-parameter inner rates
+            learner = MAML(model, inner_lr=0.4, first_order=True, learn_inner_lr=True,
+                           threads=1)
+        else:
+            learner = Reptile(model, inner_lr=0.05, inner_steps=2, threads=1)
     elif name == "protonet":  # no batch norm: the split is exact (see mlbook.meta.distributed)
         encoder = nn.Sequential(nn.Flatten(), nn.Linear(256, 16), nn.ReLU(), nn.Linear(16, 8))
         learner = ProtoNet(encoder.double())
