@@ -4,7 +4,8 @@ Environment variables
 ---------------------
 ``MLBOOK_DEVICE``
     Forces the device, e.g. ``cpu`` or ``cuda:1``. Without it, :func:`device` picks CUDA,
-    then Apple's MPS, then the CPU.
+    then Apple's MPS, then the CPU. Under ``torchrun`` (``LOCAL_RANK`` set), CUDA means
+    ``cuda:LOCAL_RANK``, one GPU per process.
 ``MLBOOK_DATA``
     Folder holding the raw data sets (``omniglot/``, ``hymenoptera/``), possibly read-only.
     CI and ``make`` point it at ``../shared/data``. Without it, the cache folder is used and
@@ -57,7 +58,17 @@ def device(prefer: str | None = None) -> torch.device:
             )
         return dev
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        # Under torchrun each process of a node takes its own GPU: cuda:LOCAL_RANK.
+        local_rank = os.environ.get("LOCAL_RANK")
+        if local_rank is None:
+            return torch.device("cuda")
+        if int(local_rank) >= torch.cuda.device_count():
+            raise ValueError(
+                f"LOCAL_RANK={local_rank} but this node has {torch.cuda.device_count()} GPU(s); "
+                "launch at most one process per GPU (torchrun --nproc_per_node=<GPUs>) or set "
+                "MLBOOK_DEVICE=cpu"
+            )
+        return torch.device("cuda", int(local_rank))
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")

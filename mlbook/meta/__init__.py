@@ -7,6 +7,7 @@
 * :mod:`mlbook.meta.learner` -- the interface all three implement, and the batch-norm rule
 * :mod:`mlbook.meta.functional` -- a network as a pure function ``f(params, x)``
 * :mod:`mlbook.meta.train` -- the meta-training loop and few-shot evaluation for all of them
+* :mod:`mlbook.meta.distributed` -- that loop on several processes or machines (``torchrun``)
 
 The speed machinery (task threads, a CPU-layout forward, fused ops) is private, in
 ``mlbook.meta._fast``, switched on by ``fast=True``; the modules above read without it.

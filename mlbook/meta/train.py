@@ -29,6 +29,7 @@ from torch import nn
 from mlbook import loops
 from mlbook.checkpoint import load_checkpoint, save_checkpoint
 from mlbook.loops import History, mean_confidence_interval
+from mlbook.meta import distributed
 from mlbook.meta._tasks import check_episode, score_name
 from mlbook.meta.learner import MetaLearner
 
@@ -190,9 +191,13 @@ def meta_train(
         torch.set_rng_state(state["torch_rng"])
         if gen is not None and state.get("sampler_rng") is not None:
             gen.set_state(state["sampler_rng"])
+    # Under torchrun: join the process group, check the ranks agree, keep this rank's tasks.
+    world = distributed.join(learner, sampler, optimizer, steps=steps, time_budget_s=time_budget_s,
+                             eval_every=eval_every, val_episodes=val_episodes, step=step)
+    sampler = world.shard(sampler)
 
     def save() -> None:
-        if checkpoint is None:
+        if checkpoint is None or not world.is_writer:
             return
         save_checkpoint({
             "learner": learner.state_dict(),
@@ -221,7 +226,8 @@ def meta_train(
     learner.train()
     total = None if steps is None else max(steps - step, 0)
     counter = itertools.count()
-    ticks = loops.progress(counter, total=total, desc="meta-train") if progress else counter
+    ticks = (loops.progress(counter, total=total, desc="meta-train")
+             if progress and world.is_writer else counter)
     for _ in ticks:
         if done():
             break
@@ -230,16 +236,18 @@ def meta_train(
         loss, score = learner.meta_loss(episode)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        # The mean over ranks of gradients, loss, accuracy and time (one process: as they are).
+        loss_value, score, seconds = world.average(loss, score, time.perf_counter() - start)
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        train_time += time.perf_counter() - start
+        train_time += seconds
         step += 1
-        history.log(step=step, train_loss=loss.item(),
+        history.log(step=step, train_loss=loss_value,
                     **{f"train_{score_name(episode.query_y)}": score}, train_time_s=train_time)
-        if not math.isfinite(loss.item()):
+        if not math.isfinite(loss_value):
             raise FloatingPointError(
-                f"meta-loss became {loss.item()} at step {step}; lower the outer learning rate "
+                f"meta-loss became {loss_value} at step {step}; lower the outer learning rate "
                 "or the inner learning rate (the last checkpoint is kept)"
             )
         if step % eval_every == 0:
