@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> dict:
                          val_episodes=curve_episodes, eval_every=recipe["eval_every"],
                          eval_steps=inner_steps, checkpoint=run_dir / "checkpoint.pt",
                          progress=True)
+    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return {}  # under torchrun, rank 0 tests and writes the model and its record
     recipe["tests"] = [list(t) for t in recipe["tests"]]
     scores = test_scores(learner, recipe, test, inner_steps, args.test_episodes)
     wall, cpu = time.time() - start, time.process_time() - cpu_start
