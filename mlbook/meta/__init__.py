@@ -1,5 +1,6 @@
 """mlbook.meta: meta-learning, one algorithm per module.
 
+* :mod:`mlbook.meta.inner_loop` -- the inner loop of the MAML family (:func:`inner_update`)
 * :mod:`mlbook.meta.maml` -- MAML (second and first order); Meta-SGD (``learn_inner_lr=True``)
   and ANIL (``adapt="head"``) are options of :class:`MAML`
 * :mod:`mlbook.meta.reptile` -- Reptile
@@ -14,8 +15,9 @@ The speed machinery (task threads, a CPU-layout forward, fused ops) is private, 
 """
 
 from mlbook.meta.functional import functional_forward
+from mlbook.meta.inner_loop import inner_update
 from mlbook.meta.learner import MetaLearner, check_batch_norm, score_name
-from mlbook.meta.maml import MAML, inner_update
+from mlbook.meta.maml import MAML
 from mlbook.meta.protonets import ProtoNet, prototypes, squared_distances
 from mlbook.meta.reptile import Reptile
 from mlbook.meta.train import episode_scores, evaluate, meta_train

@@ -21,7 +21,8 @@ steps (second order: Hessian-vector products of ``L_S``). The family, all option
   step it classifies like Prototypical Networks), then adapts as in MAML; the meta-gradient
   flows through the prototypes into the body.
 
-Read :func:`inner_update` and :meth:`MAML.meta_loss`: that is the whole algorithm, written
+Read :func:`~mlbook.meta.inner_loop.inner_update` and :meth:`MAML.meta_loss`: that is the
+whole algorithm, written
 with :func:`torch.autograd.grad` on a parameter dict and the module's own forward
 (``torch.func.functional_call``). ``fast=True`` (the default) computes the same
 meta-gradient faster on a CPU, with the machinery of :mod:`mlbook.meta._fast` (task threads,
@@ -37,8 +38,7 @@ small nets without batch norm (the sinusoid MLP), where it is much faster.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -49,115 +49,15 @@ from mlbook.meta._fast.tasks import (
     map_task_chunks,
     meta_loss_in_threads,
     resolve_threads,
-    vmap_tasks,
+    vmap_meta_loss,
 )
 from mlbook.meta._tasks import check_episode, task_score
 from mlbook.meta.functional import Params, functional_forward
+from mlbook.meta.inner_loop import InnerLR, LossFn, check_lr, check_steps, inner_update
 from mlbook.meta.learner import check_batch_norm
 from mlbook.meta.protonets import prototypes
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-InnerLR = float | Mapping[str, torch.Tensor]
 FAST_CHOICES = (True, False, "threads")
-
-
-def _check_steps(steps: object, name: str = "steps") -> int:
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(
-            f"{name} must be an int >= 1 (number of inner gradient steps), got {steps!r}"
-        )
-    return steps
-
-
-def _check_lr(inner_lr: object) -> None:
-    if isinstance(inner_lr, Mapping):
-        return
-    if (not isinstance(inner_lr, (int, float)) or isinstance(inner_lr, bool)
-            or not 0 < inner_lr < math.inf):
-        raise ValueError(
-            "inner_lr must be a positive finite number or a dict of per-parameter tensors, "
-            f"got {inner_lr!r}"
-        )
-
-
-def inner_update(
-    fmodel: Callable[[Params, torch.Tensor], torch.Tensor],
-    params: Params,
-    support_x: torch.Tensor,
-    support_y: torch.Tensor,
-    loss_fn: LossFn,
-    inner_lr: InnerLR,
-    steps: int = 1,
-    first_order: bool = False,
-    adapt_names: Iterable[str] | None = None,
-) -> Params:
-    """Adapt ``params`` to one task by ``steps`` steps of gradient descent on its support set.
-
-    Parameters
-    ----------
-    fmodel
-        Functional forward ``fmodel(params, x) -> predictions``, e.g.
-        :func:`mlbook.meta.functional_forward` ``(model)``.
-    params
-        ``name -> tensor``; the tensors ``theta`` (requiring grad when a meta-gradient is
-        wanted).
-    support_x, support_y
-        One task's support inputs ``[S, *sample]`` and targets ``[S]`` (class ids) or
-        ``[S, *target]`` (regression).
-    loss_fn
-        ``loss_fn(predictions, targets) -> scalar``, e.g. ``F.cross_entropy``, ``F.mse_loss``.
-    inner_lr
-        Step size ``alpha``: a positive float, or a dict ``name -> tensor`` broadcastable to
-        each adapted parameter (Meta-SGD's learnable per-parameter rates).
-    steps
-        Number of inner gradient steps (>= 1).
-    first_order
-        If ``True``, the inner gradients are treated as constants (detached): the
-        first-order approximation. If ``False`` the graph of the inner gradients is kept
-        (``create_graph=True``) so the meta-gradient includes the second-order terms.
-    adapt_names
-        Names of the parameters that adapt (default: all). The others are returned as is:
-        ANIL adapts only the head.
-
-    Returns
-    -------
-    dict
-        The adapted parameters ``phi`` (same names as ``params``). They are functions of
-        ``params`` (and of ``inner_lr``) in the autograd graph when grad mode is on.
-
-    Raises
-    ------
-    ValueError
-        On ``steps < 1``, a non-positive ``inner_lr``, or names missing from ``params``.
-    """
-    _check_steps(steps)
-    _check_lr(inner_lr)
-    names = list(params) if adapt_names is None else list(adapt_names)
-    missing = [n for n in names if n not in params]
-    if missing or not names:
-        raise ValueError(
-            f"adapt_names must be a non-empty subset of the parameter names; unknown: {missing}, "
-            f"known: {list(params)}"
-        )
-    if isinstance(inner_lr, Mapping):
-        absent = [n for n in names if n not in inner_lr]
-        if absent:
-            raise ValueError(f"inner_lr dict has no learning rate for {absent}")
-    # Second order needs the graph of the inner gradient, but only if anyone will
-    # differentiate the result (not during evaluation under torch.no_grad()).
-    second_order = not first_order and torch.is_grad_enabled()
-    phi = dict(params)
-    for _ in range(steps):
-        # First order treats the inner gradient as a constant: take it at detached copies,
-        # so the support pass neither keeps nor frees any of the outer graph.
-        at = phi if second_order else {n: p.detach().requires_grad_() for n, p in phi.items()}
-        with torch.enable_grad():  # the inner loop needs gradients even at test time
-            loss = loss_fn(fmodel(at, support_x), support_y)
-            grads = torch.autograd.grad(loss, [at[n] for n in names], create_graph=second_order)
-        for name, grad in zip(names, grads, strict=True):
-            lr = inner_lr[name] if isinstance(inner_lr, Mapping) else inner_lr
-            phi[name] = phi[name] - lr * grad
-    return phi
 
 
 class MAML(nn.Module):
@@ -229,12 +129,12 @@ class MAML(nn.Module):
         vectorize: bool = False,
     ) -> None:
         super().__init__()
-        _check_lr(inner_lr)
+        check_lr(inner_lr)
         if isinstance(inner_lr, Mapping):
             raise ValueError(
                 "MAML takes a float inner_lr; use learn_inner_lr=True for per-parameter rates"
             )
-        self.inner_steps = _check_steps(inner_steps, "inner_steps")
+        self.inner_steps = check_steps(inner_steps, "inner_steps")
         if adapt not in ("all", "head"):
             raise ValueError(f"adapt must be 'all' (MAML) or 'head' (ANIL), got {adapt!r}")
         if not any(fast is choice for choice in (True, False)) and fast != "threads":
@@ -392,8 +292,7 @@ class MAML(nn.Module):
         """
         num_tasks = check_episode(episode)
         if self.vectorize:
-            losses, scores = vmap_tasks(self._one_task_pure, episode)
-            return losses.mean(), float(scores.mean())
+            return vmap_meta_loss(self, episode)
         if self.fast and torch.is_grad_enabled():
             return meta_loss_in_threads(lambda t: self.task_loss(episode, t),
                                         self.meta_parameters(), num_tasks,
@@ -406,20 +305,6 @@ class MAML(nn.Module):
         device = next(self.model.parameters()).device
         return resolve_threads(self.threads, num_tasks, device) if self.fast else 1
 
-    def _one_task_pure(self, sx, sy, qx, qy) -> tuple[torch.Tensor, torch.Tensor]:
-        """One task with ``torch.func.grad`` inner steps (what ``vmap`` maps over tasks)."""
-        lrs, phi = self.step_sizes(), self.params()
-        for _ in range(self.inner_steps):
-            def support_loss(adapted, phi=phi):
-                return self.loss_fn(self.forward_fn({**phi, **adapted}, sx), sy)
-
-            grads = torch.func.grad(support_loss)({n: phi[n] for n in self.adapt_names})
-            for n in self.adapt_names:
-                g = grads[n].detach() if self.first_order else grads[n]
-                phi[n] = phi[n] - (lrs[n] if isinstance(lrs, Mapping) else lrs) * g
-        out = self.forward_fn(phi, qx)
-        return self.loss_fn(out, qy), task_score(out, qy)
-
     # ------------------------------------------------------------ evaluation
     def task_scores(self, episode, steps: int | None = None) -> torch.Tensor:
         """Per-task query score ``[T]`` after adapting with ``steps`` (default: training's).
@@ -428,7 +313,7 @@ class MAML(nn.Module):
         meta-gradient is built (first-order adaptation, no outer graph).
         """
         num_tasks = check_episode(episode)
-        steps = _check_steps(self.inner_steps if steps is None else steps, "steps")
+        steps = check_steps(self.inner_steps if steps is None else steps, "steps")
         theta = {n: p.detach() for n, p in self.params().items()}
         scores = torch.empty(num_tasks)
 

@@ -23,8 +23,8 @@ from mlbook.meta._fast.interpreter import Interpreter
 from mlbook.meta._fast.tasks import AttachGradients, map_task_chunks, resolve_threads
 from mlbook.meta._tasks import check_episode, task_score
 from mlbook.meta.functional import Params, functional_forward
+from mlbook.meta.inner_loop import check_lr, check_steps
 from mlbook.meta.learner import check_batch_norm
-from mlbook.meta.maml import _check_lr, _check_steps
 
 INNER_OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 
@@ -61,7 +61,7 @@ class Reptile(nn.Module):
                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
                  fast: bool = True, threads: int | None = None) -> None:
         super().__init__()
-        _check_lr(inner_lr)
+        check_lr(inner_lr)
         if inner_optimizer not in INNER_OPTIMIZERS:
             raise ValueError(f"inner_optimizer must be 'sgd' or 'adam', got {inner_optimizer!r}")
         check_batch_norm(model, "Reptile")
@@ -69,7 +69,7 @@ class Reptile(nn.Module):
             resolve_threads(threads, 1, torch.device("cpu"))  # validates the value
         self.model = model
         self.inner_lr = float(inner_lr)
-        self.inner_steps = _check_steps(inner_steps, "inner_steps")
+        self.inner_steps = check_steps(inner_steps, "inner_steps")
         self.inner_optimizer = inner_optimizer
         self.betas = betas
         self.loss_fn = loss_fn
@@ -88,7 +88,7 @@ class Reptile(nn.Module):
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor,
               steps: int | None = None) -> Params:
         """``phi``: ``steps`` inner optimizer steps from ``theta`` on one task (detached)."""
-        steps = _check_steps(self.inner_steps if steps is None else steps, "steps")
+        steps = check_steps(self.inner_steps if steps is None else steps, "steps")
         phi = {n: p.detach().clone().requires_grad_() for n, p in self.model.named_parameters()}
         optimizer = self._new_inner_optimizer(list(phi.values()))
         for _ in range(steps):

@@ -8,17 +8,19 @@
   known (one task's graph alive per thread) and sums them; :class:`AttachGradients` then hands
   the sum to ``loss.backward()``, so a training loop keeps writing ``loss.backward();
   optimizer.step()``.
-* :func:`vmap_tasks` maps a per-task function over the task dimension with
-  ``torch.func.vmap``: fast for small nets without batch norm (the sinusoid MLP).
+* :func:`vmap_meta_loss` computes MAML's meta-loss with ``torch.func.vmap`` over tasks: fast
+  for small nets without batch norm (the sinusoid MLP).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
+
+from mlbook.meta._tasks import task_score
 
 
 def resolve_threads(threads: int | None, num_tasks: int, device: torch.device,
@@ -132,9 +134,25 @@ def meta_loss_in_threads(task_loss: Callable[[int], tuple[torch.Tensor, torch.Te
     return loss, score_sum / num_tasks
 
 
-def vmap_tasks(one_task: Callable[..., tuple[torch.Tensor, torch.Tensor]],
-               episode: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """``one_task(sx, sy, qx, qy) -> (loss, score)`` for all tasks at once: per-task
-    ``[T]`` losses and scores via ``torch.func.vmap`` over the episode's task dimension."""
-    return torch.func.vmap(one_task)(episode.support_x, episode.support_y, episode.query_x,
-                                     episode.query_y)
+def vmap_meta_loss(learner: Any, episode: Any) -> tuple[torch.Tensor, float]:
+    """A :class:`~mlbook.meta.MAML` meta-loss with all tasks at once: ``torch.func.vmap``
+    over tasks of ``torch.func.grad`` inner steps (the same values as the task loop)."""
+    lrs, names = learner.step_sizes(), learner.adapt_names
+    forward, loss_fn = learner.forward_fn, learner.loss_fn
+
+    def one_task(sx, sy, qx, qy):
+        phi = learner.params()
+        for _ in range(learner.inner_steps):
+            def support_loss(adapted, phi=phi):
+                return loss_fn(forward({**phi, **adapted}, sx), sy)
+
+            grads = torch.func.grad(support_loss)({n: phi[n] for n in names})
+            for n in names:
+                g = grads[n].detach() if learner.first_order else grads[n]
+                phi[n] = phi[n] - (lrs[n] if isinstance(lrs, Mapping) else lrs) * g
+        out = forward(phi, qx)
+        return loss_fn(out, qy), task_score(out, qy)
+
+    losses, scores = torch.func.vmap(one_task)(episode.support_x, episode.support_y,
+                                               episode.query_x, episode.query_y)
+    return losses.mean(), float(scores.mean())
