@@ -66,6 +66,22 @@ RECIPES: dict[str, dict] = {
         train_shot=1, train_queries=5, meta_batch=1, steps=5000, lr=1e-3, halve_every=1250,
         eval_every=500, augment=True, tests=[(20, 1)]),
 }
+# The MAML family (Finn et al.'s Omniglot 5-way 1-shot setting: Conv4 with batch statistics,
+# inner lr 0.4, one inner step in training and three at test), on 5-way 1-shot episodes with
+# 15 queries per class; meta-batch 8 (Finn et al.: 32) and Adam 2e-3 halved every 2,000 steps,
+# what fits in an hour of a 2-core CPU (see benchmarks/results/omniglot_cpu_budget.md).
+_MAML = dict(split="standard", n_way=5, k_shot=1, train_way=5, train_shot=1, train_queries=15,
+             meta_batch=8, steps=6000, lr=2e-3, halve_every=2000, eval_every=500,
+             inner_lr=0.4, inner_steps=1, test_inner_steps=3, tests=[(5, 1), (5, 5)])
+RECIPES.update({f"{method}-5w1s": dict(_MAML, method=method)
+                for method in ("maml", "fomaml", "anil", "metasgd")})
+# Reptile (Nichol et al. 2018): 5 inner Adam steps (beta1 = 0, lr 1e-3) on 5-way episodes
+# with 5 shots per class in training, meta-batch 5, outer SGD with step 1 annealed linearly
+# to 0; 50 inner steps at test.
+RECIPES["reptile-5w1s"] = dict(
+    method="reptile", split="standard", n_way=5, k_shot=1, train_way=5, train_shot=5,
+    train_queries=5, meta_batch=5, steps=20000, outer="sgd", lr=1.0, schedule="linear",
+    eval_every=2000, inner_lr=1e-3, inner_steps=5, test_inner_steps=50, tests=[(5, 1), (5, 5)])
 TEST_EPISODES, TEST_QUERIES, CURVE_EPISODES = 600, 15, 100
 RESULTS = REPO / "benchmarks" / "results" / "zoo"
 # Checkpoints of runs in progress: committed when a session must stop mid-run, so that the
@@ -155,8 +171,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     train, test = load_data(recipe["split"])
     learner = zoo.build_learner(**recipe)
-    optimizer = torch.optim.Adam(learner.parameters(), lr=recipe["lr"])
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, recipe["halve_every"], gamma=0.5)
+    optimizer = (torch.optim.SGD if recipe.get("outer") == "sgd" else torch.optim.Adam)(
+        learner.meta_parameters(), lr=recipe["lr"])
+    if recipe.get("schedule") == "linear":  # to zero at the last step
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: max(0.0, 1 - step / recipe["steps"]))
+    else:
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, recipe["halve_every"], gamma=0.5)
     sampler = EpisodeSampler(train, recipe["train_way"], recipe["train_shot"],
                              recipe["train_queries"], num_tasks=recipe["meta_batch"], seed=0)
     stream = AugmentedEpisodes(sampler) if recipe.get("augment") else sampler
