@@ -36,7 +36,7 @@ parameter dict (:mod:`mlbook.meta.functional`), MAML's inner loop differentiates
 ``torch.autograd.grad(create_graph=True)`` (which DDP does not support: it never fills
 ``.grad``), and the fast MAML path and Reptile compute each task's gradient eagerly in task
 threads and hand the sum to ``backward()`` through
-:class:`~mlbook.meta._tasks.AttachGradients`. So DDP would either miss gradients or average
+``AttachGradients`` (:mod:`mlbook.meta._fast.tasks`). So DDP would either miss gradients or average
 them at the wrong moment; and because that ``backward()`` only copies finished gradients,
 there is no backward computation for DDP's bucketed all-reduce to overlap with anyway. One
 all-reduce after ``backward()`` is both correct and as fast.
