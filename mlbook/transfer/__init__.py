@@ -10,6 +10,15 @@
   :func:`evaluate_episodes_with_finetuning` on seeded few-shot episodes.
 """
 
+from mlbook.transfer.domain import (
+    DomainAdversarialNet,
+    GradientReversal,
+    add_smooth_texture,
+    dann_lambda,
+    dann_losses,
+    reverse_gradient,
+    train_dann,
+)
 from mlbook.transfer.features import LinearProbe, NearestCentroid, extract_features
 from mlbook.transfer.fewshot import (
     evaluate_episodes_with_finetuning,
@@ -29,8 +38,17 @@ from mlbook.transfer.finetune import (
     unfreeze_all,
     unfreeze_last,
 )
+from mlbook.transfer.multitask import (
+    MultiTaskNet,
+    gradient_cosine,
+    task_gradients,
+    task_losses,
+    train_multitask,
+)
 from mlbook.transfer.objective import L2SP, RegularisedObjective
+from mlbook.transfer.peft import LoRA, add_lora, bitfit, count_parameters
 from mlbook.transfer.pretrain import fit, tensor_batches
+from mlbook.transfer.selfsup import rotate_images, rotation_batches
 
 __all__ = [
     "L2SP",
@@ -54,4 +72,22 @@ __all__ = [
     "trainable_parameters",
     "unfreeze_all",
     "unfreeze_last",
+    "DomainAdversarialNet",
+    "GradientReversal",
+    "add_smooth_texture",
+    "dann_lambda",
+    "dann_losses",
+    "reverse_gradient",
+    "train_dann",
+    "MultiTaskNet",
+    "gradient_cosine",
+    "task_gradients",
+    "task_losses",
+    "train_multitask",
+    "LoRA",
+    "add_lora",
+    "bitfit",
+    "count_parameters",
+    "rotate_images",
+    "rotation_batches",
 ]
