@@ -49,7 +49,7 @@ def test_checkpoint_round_trip_and_resume_equals_uninterrupted(tmp_path):
     fit(model, (x, y), opt, steps=20, batch_size=16, log_every=5, seed=3, checkpoint=path)
     state = load_checkpoint(path)  # weights_only=True
     assert state["step"] == 20 and state["history"]["step"] == [5.0, 10.0, 15.0, 20.0]
-    assert not list(tmp_path.glob(".*.tmp"))  # atomic write left no temporary file
+    assert not list(tmp_path.glob(".*.partial"))  # atomic write left no temporary file
 
     # A fresh process would build a fresh model and optimizer and pass the same path.
     model2, opt2 = model_and_opt()
