@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlbook.models import Conv4, small_resnet
+from mlbook.models import Conv4, torchvision_model
 from mlbook.transfer import (
     batchnorm_eval,
     blocks,
@@ -36,10 +36,10 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
-def test_blocks_of_conv4_and_resnet():
+def test_blocks_of_conv4_and_torchvision_resnet():
     assert [n for n, _ in blocks(tiny())] == [f"features.{i}" for i in range(4)] + ["head"]
-    names = [n for n, _ in blocks(small_resnet(1, 2, widths=(2, 2, 2, 2)))]
-    assert names == [f"features.{i}" for i in range(5)] + ["head"]
+    names = [n for n, _ in blocks(torchvision_model("resnet18", num_classes=2))]
+    assert names == ["conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc"]
 
 
 def test_replace_head_sizes_and_keeps_backbone():

@@ -10,6 +10,7 @@
   :func:`evaluate_episodes_with_finetuning` on seeded few-shot episodes.
 """
 
+from mlbook.models.heads import find_head, replace_head
 from mlbook.transfer.features import LinearProbe, NearestCentroid, extract_features
 from mlbook.transfer.fewshot import (
     evaluate_episodes_with_finetuning,
@@ -21,10 +22,8 @@ from mlbook.transfer.fewshot import (
 from mlbook.transfer.finetune import (
     batchnorm_eval,
     blocks,
-    find_head,
     freeze,
     layerwise_param_groups,
-    replace_head,
     trainable_parameters,
     unfreeze_all,
     unfreeze_last,

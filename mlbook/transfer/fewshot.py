@@ -24,15 +24,9 @@ import torch
 from torch import nn
 
 from mlbook.loops import mean_confidence_interval, progress
+from mlbook.models.heads import find_head, replace_head, setattr_head
 from mlbook.transfer.features import LinearProbe, NearestCentroid, extract_features
-from mlbook.transfer.finetune import (
-    find_head,
-    layerwise_param_groups,
-    replace_head,
-    setattr_head,
-    unfreeze_all,
-    unfreeze_last,
-)
+from mlbook.transfer.finetune import layerwise_param_groups, unfreeze_all, unfreeze_last
 from mlbook.transfer.objective import L2SP, RegularisedObjective
 
 CLASSIFIERS: dict[str, Callable[[], object]] = {
