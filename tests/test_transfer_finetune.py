@@ -62,7 +62,7 @@ def test_replace_head_rejects_bad_num_classes(bad):
 
 def test_frozen_parameters_do_not_change_and_unfrozen_do():
     model = tiny()
-    frozen = freeze(model, except_=["features.3", "head"])
+    frozen = freeze(model, keep_trainable=["features.3", "head"])
     assert frozen and all(n.startswith(("features.0", "features.1", "features.2")) for n in frozen)
     before = snapshot(model)
     take_steps(model)
@@ -91,7 +91,7 @@ def test_unfreeze_last_counts_blocks_from_the_output():
 
 def test_freeze_errors_name_the_missing_layer():
     with pytest.raises(ValueError, match=r"no layer named 'haed'.*'head'"):
-        freeze(tiny(), except_=["haed"])
+        freeze(tiny(), keep_trainable=["haed"])
     with pytest.raises(ValueError, match=r"n_blocks must be an int in \[0, 5\]"):
         unfreeze_last(tiny(), 6)
 

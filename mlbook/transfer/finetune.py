@@ -74,14 +74,14 @@ def _check_names(model: nn.Module, names: Sequence[str]) -> None:
         _submodule(model, n)
 
 
-def freeze(model: nn.Module, except_: Sequence[str] | str = ()) -> list[str]:
+def freeze(model: nn.Module, keep_trainable: Sequence[str] | str = ()) -> list[str]:
     """Stop gradients to every parameter except those inside the named layers.
 
     Parameters
     ----------
     model
         Changed in place (``requires_grad`` of its parameters).
-    except_
+    keep_trainable
         Qualified module names (``"head"``, ``"features.3"``, ``"layer4"``) whose parameters
         stay trainable. ``()`` freezes everything.
 
@@ -96,7 +96,7 @@ def freeze(model: nn.Module, except_: Sequence[str] | str = ()) -> list[str]:
     *buffers* that ``model.train()`` keeps updating; call ``model.eval()`` (or
     :func:`batchnorm_eval`) on the frozen part when its statistics must not move either.
     """
-    keep = (except_,) if isinstance(except_, str) else tuple(except_)
+    keep = (keep_trainable,) if isinstance(keep_trainable, str) else tuple(keep_trainable)
     _check_names(model, keep)
     frozen = []
     for name, p in model.named_parameters():
@@ -144,7 +144,7 @@ def unfreeze_last(
             f"got {n_blocks!r}"
         )
     trainable = found[len(found) - n_blocks :]
-    freeze(model, except_=trainable)
+    freeze(model, keep_trainable=trainable)
     return trainable
 
 
