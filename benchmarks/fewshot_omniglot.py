@@ -115,7 +115,7 @@ def run_info() -> dict[str, Any]:
         "load_average_at_start": list(os.getloadavg()),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "started_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 
 
