@@ -69,6 +69,19 @@ def test_checkpoint_round_trip_and_resume_equals_uninterrupted(tmp_path):
     assert load_checkpoint(path)["step"] == 40
 
 
+def test_resume_from_a_checkpoint_with_the_old_series_names(tmp_path):
+    path = tmp_path / "old.pt"
+    model, opt = model_and_opt()
+    fit(model, data(), opt, steps=10, batch_size=16, log_every=5, checkpoint=path)
+    state = load_checkpoint(path)
+    state["history"] = {"step": [5.0, 10.0], "loss": [0.7, 0.6], "accuracy": [0.5, 0.6]}
+    torch.save(state, path)  # as written before train_loss / train_acc
+    history = fit(model, data(), opt, steps=15, batch_size=16, log_every=5, checkpoint=path)
+    assert history["step"] == [5.0, 10.0, 15.0]
+    assert history["train_loss"][:2] == [0.7, 0.6] and len(history["train_acc"]) == 3
+    assert "loss" not in history and "accuracy" not in history
+
+
 def test_tensor_batches_resume_at_a_step():
     x, y = torch.arange(10.0)[:, None], torch.arange(10)
     stream = tensor_batches(x, y, batch_size=3, seed=1)

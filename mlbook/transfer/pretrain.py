@@ -25,6 +25,8 @@ from mlbook.checkpoint import load_checkpoint, save_checkpoint
 from mlbook.loops import History, progress
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+#: Series names of checkpoints written before the history used meta_train's names.
+_OLD_SERIES = {"loss": "train_loss", "accuracy": "train_acc"}
 
 
 def tensor_batches(
@@ -193,7 +195,9 @@ def fit(
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and "scheduler" in state:
             scheduler.load_state_dict(state["scheduler"])
-        history = History.from_state_dict(state["history"])
+        history = History.from_state_dict(
+            {_OLD_SERIES.get(name, name): values for name, values in state["history"].items()}
+        )
         step = int(state["step"])
 
     def save() -> None:
