@@ -134,11 +134,11 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
             return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         return x
 
-    def fit(self, features, labels) -> PrototypeClassifier:
-        """Store the mean feature of each class of ``labels [M]`` (``features [M, D]``)."""
+    def fit(self, X, y) -> PrototypeClassifier:
+        """Store the mean of the features ``X [M, D]`` of each class of ``y [M]``."""
         if self.metric not in ("euclidean", "cosine"):
             raise ValueError(f"metric must be 'euclidean' or 'cosine', got {self.metric!r}")
-        x, y = check_X_y(_as_float64(features), _as_numpy(labels))
+        x, y = check_X_y(_as_float64(X), _as_numpy(y))
         x = self._prepare(x)
         self.classes_, y_index = np.unique(y, return_inverse=True)
         self.centroids_ = self._prepare(
@@ -146,9 +146,9 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
         )
         return self
 
-    def predict(self, features) -> np.ndarray:
-        """The label of the nearest class mean for each row of ``features [M, D]``."""
+    def predict(self, X) -> np.ndarray:
+        """The label of the nearest class mean for each row of ``X [M, D]``."""
         check_is_fitted(self)
-        x = self._prepare(check_array(_as_float64(features)))
+        x = self._prepare(check_array(_as_float64(X)))
         distances = ((x[:, None, :] - self.centroids_[None]) ** 2).sum(-1)
         return self.classes_[distances.argmin(1)]
