@@ -21,7 +21,7 @@ export PYTHONHASHSEED := 0
 # Notebooks are the .ipynb chapters listed in _toc.yml, in book order.
 NOTEBOOKS = $(shell $(PY) -c "import re,pathlib;print(' '.join(f+'.ipynb' for f in re.findall(r'file:\s*(\S+)', pathlib.Path('_toc.yml').read_text()) if pathlib.Path(f+'.ipynb').is_file()))")
 
-.PHONY: install book test unit nbval strict lint lab clean
+.PHONY: install book test unit nbval strict lint lab clean publish
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
@@ -53,6 +53,11 @@ strict: $(STAMP)
 	@mkdir -p _build
 	$(PY) -c "import yaml; c = yaml.safe_load(open('_config.yml')); c['execute']['execute_notebooks'] = 'off'; yaml.safe_dump(c, open('_build/strict_config.yml', 'w'))"
 	$(BIN)/jupyter-book build . --path-output _build/strict --builder html --all --warningiserror --keep-going --config _build/strict_config.yml
+
+## publish: build the book, then push _build/html to the gh-pages branch that GitHub Pages
+## serves, as Jupyter Book documents it (-n: add .nojekyll, -p: push, -f: replace the branch).
+publish: book
+	$(BIN)/ghp-import -n -p -f _build/html
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

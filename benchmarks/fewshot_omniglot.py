@@ -70,7 +70,7 @@ from mlbook.data import (
 from mlbook.loops import mean_confidence_interval
 from mlbook.meta import MAML, ProtoNet, episode_scores, meta_train
 from mlbook.models import Conv4
-from mlbook.transfer import LinearProbe, NearestCentroid, extract_features, fit
+from mlbook.transfer import PrototypeClassifier, extract_features, fit, linear_probe
 
 EVAL_SEED = 2017  # seed of the test episodes every method is scored on
 EVAL_QUERIES = 15  # query images per class in test episodes (as in the papers)
@@ -115,7 +115,7 @@ def run_info() -> dict[str, Any]:
         "load_average_at_start": list(os.getloadavg()),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "started_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -177,7 +177,7 @@ def train_transfer(train: torch.Tensor, steps: int, batch_size: int, seed: int
     record = {"steps": steps, "batch_size": batch_size, "classes": int(train.shape[0]),
               "outer_lr": OUTER_LR, "train_wall_s": round(wall, 1),
               "train_images_seen": steps * batch_size,
-              "final_train_acc": round(100 * history.last("accuracy"), 2)}
+              "final_train_acc": round(100 * history.last("train_acc"), 2)}
     return model.features, record
 
 
@@ -222,7 +222,7 @@ def lake_predict_embedding(backbone: torch.nn.Module | None
     def predict(training: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
         feats = (torch.cat([training, test]).flatten(1) if backbone is None
                  else extract_features(backbone, torch.cat([training, test])))
-        probe = NearestCentroid().fit(feats[: len(training)], torch.arange(len(training)))
+        probe = PrototypeClassifier().fit(feats[: len(training)], torch.arange(len(training)))
         return torch.as_tensor(probe.predict(feats[len(training):]))
 
     return predict
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         n_way, k_shot = SETTINGS[setting]
         episodes = fixed_episodes(test, n_way, k_shot, EVAL_QUERIES, eval_tasks, seed=EVAL_SEED)
         table = results["standard_split"].setdefault(setting, {})
-        floor = probe_scores(None, episodes, {"centroid": NearestCentroid})["centroid"]
+        floor = probe_scores(None, episodes, {"centroid": PrototypeClassifier})["centroid"]
         table["pixels + nearest centroid (no training)"] = summary(floor)
         for method in methods:
             b = BUDGET[method]
@@ -334,8 +334,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 backbone, record = train_transfer(train, steps(b["steps"]), b["batch_size"],
                                                   args.seed)
                 t = time.perf_counter()
-                probed = probe_scores(backbone, episodes, {"nearest centroid": NearestCentroid,
-                                                           "linear probe": LinearProbe})
+                probed = probe_scores(backbone, episodes, {"nearest centroid": PrototypeClassifier,
+                                                           "linear probe": linear_probe})
                 for probe_name, probe_acc in probed.items():
                     r = summary(probe_acc)
                     r.update(train=record, eval_wall_s=round(time.perf_counter() - t, 1))

@@ -34,6 +34,7 @@ from _provenance import REPO, cpu_model, sh  # benchmarks/ is on sys.path when r
 
 import mlbook
 from mlbook import zoo
+from mlbook._io import atomic_write
 from mlbook.checkpoint import save_checkpoint
 from mlbook.data import (
     EpisodeSampler,
@@ -136,9 +137,8 @@ def update_index(index_path: Path, name: str, entry: dict) -> None:
         fcntl.flock(handle, fcntl.LOCK_EX)
         index = json.loads(index_path.read_text()) if index_path.is_file() else {}
         index[name] = entry
-        tmp = index_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(dict(sorted(index.items())), indent=1) + "\n")
-        os.replace(tmp, index_path)
+        text = json.dumps(dict(sorted(index.items())), indent=1) + "\n"
+        atomic_write(index_path, lambda tmp: tmp.write_text(text))
     lock.unlink(missing_ok=True)
 
 

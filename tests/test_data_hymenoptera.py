@@ -109,17 +109,17 @@ def test_download_path_checks_each_photo(tmp_path, isolated_cache, monkeypatch):
             b.writestr(info.filename, data)
     fetched = []
 
-    def fake_download(url, path, source=bad):
+    def fake_download(url, path, source=bad, sha256=None):
         fetched.append(url)
         shutil.copyfile(source, path)
         return path
 
-    monkeypatch.setattr(hym, "download_url", fake_download)
+    monkeypatch.setattr(hym._io, "download", fake_download)
     with pytest.raises(ValueError, match="1 altered.*0013035.jpg"):
         hym.hymenoptera_root(root=tmp_path / "empty", download=True)
     assert not (isolated_cache / "hymenoptera" / "unpacked").exists()  # nothing half-trusted
     assert not (isolated_cache / "hymenoptera" / "download" / "hymenoptera_data.zip").exists()
-    monkeypatch.setattr(hym, "download_url",
+    monkeypatch.setattr(hym._io, "download",
                         lambda url, path: fake_download(url, path, source=good))
     folder = hym.hymenoptera_root(root=tmp_path / "empty", download=True)
     assert fetched == [hym.URL, hym.URL]

@@ -105,12 +105,13 @@ def test_download_is_checked(tmp_path, isolated_cache, runs105, monkeypatch):
     payloads = [b"not a zip", open(f"{root}/all_runs.zip", "rb").read()]
     fetched = []
 
-    def fake_download(url, path):
+    def fake_download(url, path, sha256=None):
+        assert sha256 == lake_runs.ALL_RUNS_SHA256  # torch.hub checks the bytes too
         fetched.append(url)
         path.write_bytes(payloads[len(fetched) - 1])
         return path
 
-    monkeypatch.setattr(lake_runs, "download_url", fake_download)
+    monkeypatch.setattr(lake_runs._io, "download", fake_download)
     with pytest.raises(ValueError, match="checksum mismatch"):
         load_one_shot_runs(root=tmp_path, download=True)
     assert not (isolated_cache / "omniglot" / "all_runs.zip").exists()  # bad copy removed

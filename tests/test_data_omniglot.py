@@ -12,7 +12,8 @@ from conftest import REPO
 
 import mlbook
 from mlbook.data import lake_split, load_omniglot, omniglot_standard_split, standard_split_ids
-from mlbook.data.omniglot import NPZ_SHA256, alphabet_table, ink_from_raw, rotate_classes
+from mlbook.data._omniglot_format import alphabet_table, ink_from_raw
+from mlbook.data.omniglot import NPZ_SHA256, rotate_classes
 
 DATA = os.environ.get("MLBOOK_DATA") or str(REPO.parent / "shared" / "data")
 

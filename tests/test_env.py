@@ -9,14 +9,23 @@ from mlbook._env import require_files
 from mlbook.checkpoint import load_checkpoint, save_checkpoint
 
 
-def test_device_default_is_available():
+def test_device_default_is_the_best_available(monkeypatch):
+    monkeypatch.delenv("MLBOOK_DEVICE", raising=False)
     dev = mlbook.device()
-    torch.zeros(1, device=dev)
+    if torch.cuda.is_available():
+        expected = "cuda"
+    elif torch.backends.mps.is_available():
+        expected = "mps"
+    else:
+        expected = "cpu"
+    assert dev.type == expected
+    assert torch.zeros(1, device=dev).device.type == expected  # usable, not only named
 
 
 def test_device_env_override(monkeypatch):
     monkeypatch.setenv("MLBOOK_DEVICE", "cpu")
     assert mlbook.device() == torch.device("cpu")
+    assert mlbook.device("cpu") == torch.device("cpu")  # an explicit choice wins too
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

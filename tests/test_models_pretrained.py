@@ -23,7 +23,7 @@ from mlbook.models.pretrained import (
     pretrained_backbone,
     split_stages,
 )
-from mlbook.transfer import LinearProbe, extract_features
+from mlbook.transfer import extract_features, linear_probe
 
 ANT, BEE = 310, 309  # ImageNet-1k class indices
 
@@ -267,7 +267,7 @@ def test_probe_fits_on_cached_features_without_rerunning_the_backbone(lite0, cac
                 g = torch.Generator().manual_seed(draw)
                 train = torch.cat([ants[torch.randperm(15, generator=g)[:k]],
                                    bees[torch.randperm(15, generator=g)[:k]]])
-                probe = LinearProbe().fit(feats[train], labels[train])
+                probe = linear_probe().fit(feats[train], labels[train])
                 accs.append(probe.score(feats[test], labels[test]))
     finally:
         hook.remove()

@@ -87,3 +87,41 @@ def test_download_is_checked_against_the_hash_in_the_file_name(tmp_path, monkeyp
     with pytest.raises(DataNotFoundError, match="Download failed"):
         torchvision_model("resnet18", weights="IMAGENET1K_V1")
     assert calls == [("https://download.pytorch.org/models/resnet18-f37072fd.pth", "f37072fd")]
+
+
+@pytest.mark.parametrize("name", ["googlenet", "resnet18"])
+def test_weights_build_the_model_torchvision_builds(tmp_path, monkeypatch, name):
+    """Same state and same forward as torchvision's own builder reading the same file.
+
+    GoogLeNet is the hard case: its builder switches ``transform_input`` on and drops the
+    auxiliary heads, which no state dict records.
+    """
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    path = weights_path(weights)
+    path.parent.mkdir(parents=True)
+    torch.manual_seed(1)
+    stand_in = torchvision.models.get_model(name, num_classes=1000, aux_logits=True,
+                                            init_weights=False) if name == "googlenet" \
+        else torchvision.models.get_model(name)
+    torch.save(stand_in.state_dict(), path)
+
+    ours = torchvision_model(name, weights="DEFAULT").eval()
+    theirs = torchvision.models.get_model(name, weights=weights).eval()  # reads the same file
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(),
+                                                 theirs.state_dict().values(), strict=True))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)
+    if name == "googlenet":
+        assert ours.transform_input and ours.aux1 is None
+
+
+def test_foreign_weights_file_fails_loudly(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    path = weights_path(torchvision.models.ResNet18_Weights.IMAGENET1K_V1)
+    path.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet34().state_dict(), path)  # another network's weights
+    with pytest.raises(RuntimeError, match="state_dict"):
+        torchvision_model("resnet18", weights="DEFAULT")

@@ -2,8 +2,8 @@
 
 import json
 import re
-
 import tomllib
+
 import yaml
 from conftest import REPO
 
@@ -53,3 +53,16 @@ def test_notebooks_are_stored_without_outputs_and_install_mlbook_first():
         assert "import mlbook" in first and "pip" in first, (
             f"{path.name}: the first code cell must install mlbook when it is not importable"
         )
+
+
+def test_python_floor_is_declared_once():
+    """requires-python, ruff's target and environment.yml name the same oldest Python.
+
+    It is 3.11: the only version this project is tested on (and tomllib, used above, is in
+    the standard library from 3.11 on).
+    """
+    floor = re.fullmatch(r">=(\d+)\.(\d+)", PYPROJECT["project"]["requires-python"])
+    assert floor, PYPROJECT["project"]["requires-python"]
+    major, minor = int(floor.group(1)), int(floor.group(2))
+    assert PYPROJECT["tool"]["ruff"]["target-version"] == f"py{major}{minor}"
+    assert f"Python {major}.{minor}+" in (REPO / "README.md").read_text()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from mlbook.loops import mean_confidence_interval
 from mlbook.models import Conv4
 from mlbook.transfer.fewshot import (
     evaluate_episodes_with_finetuning,
     evaluate_episodes_with_probe,
+    finetune_accuracies,
     finetune_on_support,
     probe_accuracies,
 )
@@ -85,15 +88,24 @@ def test_prototype_head_without_steps_is_nearest_centroid():
         assert torch.equal(net(qx[0]).argmax(1), nearest)
 
 
-def test_scratch_and_finetune_evaluations_run():
+def test_finetune_evaluations_agree_with_the_probe_and_with_their_scores():
     backbone = Conv4(in_channels=1, hidden=4, num_classes=10, image_size=16)
-    episodes = easy_episodes(t=2)
-    mean, ci = evaluate_episodes_with_finetuning(backbone, episodes, steps=2)
-    assert 0.0 <= mean <= 1.0 and ci >= 0.0
-    mean, _ = evaluate_episodes_with_finetuning(
+    episodes = easy_episodes(t=3)
+    # Zero steps from the prototype head is the nearest-centroid probe on the same features.
+    accs = finetune_accuracies(backbone, episodes, steps=0)
+    np.testing.assert_array_equal(accs, probe_accuracies(backbone.features, episodes, "centroid"))
+    assert accs.dtype == np.float64 and np.all(np.isclose(accs * 9, np.round(accs * 9)))
+
+    torch.manual_seed(1)
+    mean, ci = evaluate_episodes_with_finetuning(
         backbone, episodes, steps=2, from_scratch=True, batchnorm="train", head_init="random"
     )
-    assert 0.0 <= mean <= 1.0
+    torch.manual_seed(1)
+    again = finetune_accuracies(
+        backbone, episodes, steps=2, from_scratch=True, batchnorm="train", head_init="random"
+    )
+    assert (mean, ci) == mean_confidence_interval(again)
+    assert isinstance(mean, float) and isinstance(ci, float)
 
 
 def test_bad_options():

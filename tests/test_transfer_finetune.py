@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlbook.models import Conv4, small_resnet
+from mlbook.models import Conv4, torchvision_model
 from mlbook.transfer import (
     batchnorm_eval,
     blocks,
@@ -36,10 +36,10 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
-def test_blocks_of_conv4_and_resnet():
+def test_blocks_of_conv4_and_torchvision_resnet():
     assert [n for n, _ in blocks(tiny())] == [f"features.{i}" for i in range(4)] + ["head"]
-    names = [n for n, _ in blocks(small_resnet(1, 2, widths=(2, 2, 2, 2)))]
-    assert names == [f"features.{i}" for i in range(5)] + ["head"]
+    names = [n for n, _ in blocks(torchvision_model("resnet18", num_classes=2))]
+    assert names == ["conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc"]
 
 
 def test_replace_head_sizes_and_keeps_backbone():
@@ -62,7 +62,7 @@ def test_replace_head_rejects_bad_num_classes(bad):
 
 def test_frozen_parameters_do_not_change_and_unfrozen_do():
     model = tiny()
-    frozen = freeze(model, except_=["features.3", "head"])
+    frozen = freeze(model, keep_trainable=["features.3", "head"])
     assert frozen and all(n.startswith(("features.0", "features.1", "features.2")) for n in frozen)
     before = snapshot(model)
     take_steps(model)
@@ -91,7 +91,7 @@ def test_unfreeze_last_counts_blocks_from_the_output():
 
 def test_freeze_errors_name_the_missing_layer():
     with pytest.raises(ValueError, match=r"no layer named 'haed'.*'head'"):
-        freeze(tiny(), except_=["haed"])
+        freeze(tiny(), keep_trainable=["haed"])
     with pytest.raises(ValueError, match=r"n_blocks must be an int in \[0, 5\]"):
         unfreeze_last(tiny(), 6)
 

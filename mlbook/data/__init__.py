@@ -5,7 +5,7 @@ by sha256, and caches derived tensors under :func:`mlbook.cache_dir`.
 """
 
 from mlbook.data._files import safe_extract_zip, sha256sum, verify_sha256
-from mlbook.data.digits import digits_by_class, load_digits
+from mlbook.data.digits import digits_by_class, digits_images
 from mlbook.data.episodes import (
     Episode,
     EpisodeSampler,
@@ -45,12 +45,12 @@ __all__ = [
     "SinusoidTasks",
     "convert_png_tree_to_npz",
     "digits_by_class",
+    "digits_images",
     "fixed_episodes",
     "hymenoptera_datasets",
     "hymenoptera_root",
     "iter_fixed_episodes",
     "lake_split",
-    "load_digits",
     "load_omniglot",
     "load_one_shot_runs",
     "omniglot_standard_split",

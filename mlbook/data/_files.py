@@ -1,8 +1,9 @@
-"""File plumbing shared by the data loaders: checksums, safe zip extraction, atomic writes.
+"""File plumbing shared by the data loaders: checksums and safe zip extraction.
 
 Raw archives are verified by sha256 before anything is derived from them, and archives are
 unpacked so that a malicious or broken zip cannot write outside its target folder and an
-interrupted extraction never leaves a half-filled folder that later looks complete.
+interrupted extraction never leaves a half-filled folder that later looks complete. Single
+files are written and downloaded by :mod:`mlbook._io`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import os
 import shutil
 import stat
 import tempfile
-import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -117,32 +117,3 @@ def safe_extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike) -> Pa
             raise
     return dest
 
-
-def atomic_write_bytes_from(path: Path, write) -> Path:
-    """Call ``write(tmp_path)`` then rename the temporary file to ``path`` (same folder).
-
-    Readers never see a partly written ``path``: either the old file or the complete new one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        tmp.chmod(0o644)  # mkstemp makes it private; caches are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def download_url(url: str, path: str | os.PathLike) -> Path:
-    """Download ``url`` to ``path`` atomically (for online readers; never called by tests)."""
-
-    def write(tmp: Path) -> None:
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
-            shutil.copyfileobj(response, f, _CHUNK)
-
-    return atomic_write_bytes_from(Path(path), write)

@@ -13,17 +13,19 @@ import torch.nn.functional as F
 NUM_IMAGES, NUM_CLASSES = 1797, 10
 
 
-def load_digits(image_size: int = 28) -> tuple[torch.Tensor, torch.Tensor]:
+def digits_images(image_size: int = 28) -> tuple[torch.Tensor, torch.Tensor]:
     """All digits: images float32 ``[1797, 1, S, S]`` in [0, 1] (ink 1.0), labels int64 ``[1797]``.
 
     Bilinear upsampling (``align_corners=False``) interpolates between pixels, so values stay
     within [0, 1]; ``image_size=8`` returns the original pixels divided by 16.
     """
-    from sklearn.datasets import load_digits as sk_load_digits  # bundled, no download
-
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
         raise ValueError(f"image_size must be a positive int (e.g. 28), got {image_size!r}")
-    bunch = sk_load_digits()
+    # Imported here: sklearn.datasets pulls in SciPy, seconds that `import mlbook.data` need
+    # not pay. The data ship with scikit-learn: no download.
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
     images = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     if image_size != images.shape[-1]:
         images = F.interpolate(images, size=(image_size, image_size), mode="bilinear",
@@ -42,7 +44,7 @@ def digits_by_class(image_size: int = 28, per_class: int | None = None) -> torch
     ValueError
         If ``per_class`` is not a positive int or exceeds the smallest class (174).
     """
-    images, labels = load_digits(image_size)
+    images, labels = digits_images(image_size)
     counts = torch.bincount(labels, minlength=NUM_CLASSES)
     smallest = int(counts.min())
     if per_class is None:

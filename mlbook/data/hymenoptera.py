@@ -16,8 +16,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from mlbook import _io
 from mlbook._env import cache_dir, data_root, require_files, should_download
-from mlbook.data._files import download_url, safe_extract_zip, sha256sum, verify_sha256
+from mlbook.data._files import safe_extract_zip, sha256sum, verify_sha256
 
 URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
 #: sha256 of the shared ``hymenoptera_data.zip`` (see ``hymenoptera/SOURCE.md``).
@@ -100,7 +101,7 @@ def hymenoptera_root(root: str | Path | None = None, download: bool | None = Non
         verify_sha256(zip_path, ZIP_SHA256)
     elif should_download(download):
         if not downloaded.is_file():
-            download_url(URL, downloaded)
+            _io.download(URL, downloaded)  # no zip checksum: each photo is checked below
         zip_path = downloaded
     else:
         require_files(zip_dir, ["hymenoptera_data.zip"],

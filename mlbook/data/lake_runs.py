@@ -23,9 +23,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mlbook import _io
 from mlbook._env import cache_dir, data_root, require_files, should_download
-from mlbook.data._files import download_url, verify_sha256
-from mlbook.data.omniglot import _check_image_size, background_mask, ink_from_raw
+from mlbook.data._files import verify_sha256
+from mlbook.data._omniglot_format import background_mask, check_image_size, ink_from_raw
 
 #: Error rate of people on the 20 runs (Lake et al. 2015).
 HUMAN_ERROR = 0.045
@@ -94,7 +95,7 @@ def _runs_zip(root: str | Path | None, download: bool, verify: bool) -> Path:
         return path
     path = cache_dir("omniglot") / "all_runs.zip"
     if not path.is_file():
-        download_url(RUNS_URL, path)
+        _io.download(RUNS_URL, path, sha256=ALL_RUNS_SHA256)
     try:
         verify_sha256(path, ALL_RUNS_SHA256)  # always: a download is never trusted unchecked
     except ValueError:
@@ -125,7 +126,7 @@ def load_one_shot_runs(image_size: int = 28, root: str | Path | None = None,
     list of OneShotRun
         20 runs, each with ``training`` and ``test`` ``[20, 1, S, S]`` and ``answers`` ``[20]``.
     """
-    _check_image_size(image_size)
+    check_image_size(image_size)
     path = _runs_zip(root, download, verify)
     runs = []
     with zipfile.ZipFile(path) as zf:

@@ -17,34 +17,32 @@ Raw data: ``<data_root>/omniglot/images_{background,evaluation}.npz`` (see that 
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mlbook._env import cache_dir, data_root, require_files, should_download
-from mlbook.data._files import atomic_write_bytes_from, sha256sum, verify_sha256
+from mlbook._io import atomic_write
+from mlbook.data._files import sha256sum, verify_sha256
+from mlbook.data._omniglot_format import (
+    CONVERTED_MARKER,
+    DRAWERS,
+    NUM_CHARACTERS,
+    RAW_SIZE,
+    alphabet_names,
+    check_image_size,
+    check_split,
+    ink_from_raw,
+)
+from mlbook.data.omniglot_png import download_omniglot_npz
 
-if TYPE_CHECKING:
-    from PIL import Image
-
-SPLITS = ("background", "evaluation")
-NUM_CHARACTERS = {"background": 964, "evaluation": 659}
-DRAWERS = 20
-RAW_SIZE = 105
 #: sha256 of the npz files (``bitsandscraps/omniglot`` @ 9514cfd; see ``omniglot/SOURCE.md``).
 NPZ_SHA256 = {
     "background": "8bf84167413cd00beacdce3fe582f780ab538d8dbef043a6d688f2527bbce199",
     "evaluation": "0b84c7ffd94c4841c0040e529c86a82eaaccb986d8eadad5673f7991b7475276",
 }
-#: Extra array in an npz converted from Lake's PNGs by :mod:`mlbook.data.omniglot_png`.
-CONVERTED_MARKER = "converted_by_mlbook"
-_RESIZE_CHUNK = 2048  # images per F.interpolate call: ~90 MB of float32 at 105x105
 
 
 @dataclass
@@ -72,62 +70,6 @@ class OmniglotSplit:
         return self.images.shape[0]
 
 
-def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ValueError(f"unknown Omniglot split {split!r}; valid splits are {list(SPLITS)}")
-
-
-def _check_image_size(image_size: int) -> None:
-    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
-        raise ValueError(f"image_size must be a positive int (e.g. 28), got {image_size!r}")
-
-
-def alphabet_table() -> list[dict[str, str]]:
-    """The 50 rows of ``alphabets.csv`` (shipped with the package) as dictionaries."""
-    text = resources.files("mlbook.data").joinpath("omniglot_alphabets.csv").read_text()
-    return list(csv.DictReader(text.splitlines()))
-
-
-def alphabet_names(split: str) -> list[str]:
-    """Alphabet name of every character of ``split``, in npz row order."""
-    _check_split(split)
-    names: list[str] = [""] * NUM_CHARACTERS[split]
-    for row in alphabet_table():
-        if row["split"] == split:
-            for i in range(int(row["npz_first_index"]), int(row["npz_last_index"]) + 1):
-                names[i] = row["alphabet"]
-    if "" in names:  # the shipped table covers every character; a broken copy must not pass
-        raise ValueError(f"omniglot_alphabets.csv does not cover every {split} character")
-    return names
-
-
-def background_mask(img: Image.Image) -> np.ndarray:
-    """A PNG of Lake's Omniglot files as a bool array, True = background (the npz convention).
-
-    Lake's PNGs are 1-bit; any other mode is thresholded at mid-grey.
-    """
-    if img.mode != "1":
-        return np.asarray(img.convert("L")) > 127
-    return np.asarray(img, dtype=bool)
-
-
-def ink_from_raw(raw: np.ndarray | torch.Tensor, image_size: int) -> torch.Tensor:
-    """Raw bool images (True = background) ``[..., 105, 105]`` to float ink ``[..., 1, S, S]``.
-
-    Resizes by area averaging, in chunks of a few thousand images to bound memory.
-    """
-    raw = torch.as_tensor(np.asarray(raw))
-    lead = raw.shape[:-2]
-    flat = raw.reshape(-1, 1, *raw.shape[-2:])
-    out = torch.empty(flat.shape[0], 1, image_size, image_size, dtype=torch.float32)
-    for start in range(0, flat.shape[0], _RESIZE_CHUNK):
-        ink = (~flat[start : start + _RESIZE_CHUNK]).float()
-        if ink.shape[-1] != image_size or ink.shape[-2] != image_size:
-            ink = F.interpolate(ink, size=(image_size, image_size), mode="area")
-        out[start : start + ink.shape[0]] = ink
-    return out.reshape(*lead, 1, image_size, image_size)
-
-
 def raw_npz_path(split: str, root: str | Path | None = None, download: bool | None = None) -> Path:
     """Path of ``images_{split}.npz``, downloading and converting it first if asked.
 
@@ -136,12 +78,10 @@ def raw_npz_path(split: str, root: str | Path | None = None, download: bool | No
     DataNotFoundError
         If the file is missing and ``download`` is false.
     """
-    _check_split(split)
+    check_split(split)
     folder = Path(root) if root is not None else data_root() / "omniglot"
     name = f"images_{split}.npz"
     if should_download(download) and not (folder / name).is_file():
-        from mlbook.data.omniglot_png import download_omniglot_npz
-
         download_omniglot_npz(split, folder / name)
     require_files(
         folder,
@@ -210,8 +150,8 @@ def load_omniglot(split: str = "background", image_size: int = 28,
     ``cache_dir("omniglot")/{split}_{S}.pt``; later calls load that file
     (``torch.load(weights_only=True)``), which takes a fraction of a second.
     """
-    _check_split(split)
-    _check_image_size(image_size)
+    check_split(split)
+    check_image_size(image_size)
     cached = cache_dir("omniglot") / f"{split}_{image_size}.pt"
     images = None
     if cached.is_file():
@@ -221,7 +161,7 @@ def load_omniglot(split: str = "background", image_size: int = 28,
             images = None  # stale or foreign file: rebuild it below rather than trust it
     if images is None:
         images = ink_from_raw(load_raw_omniglot(split, root, download), image_size)
-        atomic_write_bytes_from(cached, lambda tmp: torch.save(images, tmp))
+        atomic_write(cached, lambda tmp: torch.save(images, tmp))
     return OmniglotSplit(images=images, alphabet=alphabet_names(split), split=split)
 
 

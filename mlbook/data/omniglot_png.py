@@ -18,15 +18,15 @@ import numpy as np
 from PIL import Image
 
 from mlbook._env import cache_dir
-from mlbook.data._files import atomic_write_bytes_from
-from mlbook.data.omniglot import (
+from mlbook._io import atomic_write
+from mlbook.data._omniglot_format import (
     CONVERTED_MARKER,
     DRAWERS,
     NUM_CHARACTERS,
     RAW_SIZE,
-    _check_split,
     alphabet_names,
     background_mask,
+    check_split,
 )
 
 _FIRST_ID = {"background": 1, "evaluation": 965}
@@ -109,7 +109,7 @@ def convert_png_tree_to_npz(folder: str | Path, out_path: str | Path,
     """
     images, char_ids, alphabets = read_png_tree(folder)
     if split is not None:
-        _check_split(split)
+        check_split(split)
         first, count = _FIRST_ID[split], NUM_CHARACTERS[split]
         if not np.array_equal(char_ids, np.arange(first, first + count)):
             raise ValueError(
@@ -125,7 +125,7 @@ def convert_png_tree_to_npz(folder: str | Path, out_path: str | Path,
             np.savez_compressed(f, images=images, labels=labels,
                                 **{CONVERTED_MARKER: np.array(True)})
 
-    atomic_write_bytes_from(Path(out_path), write)
+    atomic_write(Path(out_path), write)
     return char_ids
 
 
@@ -140,6 +140,6 @@ def _fetch_png_tree(split: str) -> Path:
 
 def download_omniglot_npz(split: str, out_path: str | Path) -> Path:
     """Fetch Lake's PNG archive of ``split`` and write ``out_path`` in the npz layout."""
-    _check_split(split)
+    check_split(split)
     convert_png_tree_to_npz(_fetch_png_tree(split), out_path, split=split)
     return Path(out_path)

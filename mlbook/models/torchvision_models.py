@@ -11,17 +11,19 @@ error message names it.
 from __future__ import annotations
 
 import difflib
-import functools
 import os
 from pathlib import Path
-from unittest import mock
 from urllib.parse import urlparse
 
+import torch
 import torchvision
 from torch import nn
+from torch.hub import HASH_REGEX
 from torchvision.models import WeightsEnum, get_model, get_model_weights, list_models
 
+from mlbook import _io
 from mlbook._env import DataNotFoundError
+from mlbook.models.heads import replace_head
 
 
 def classification_models() -> list[str]:
@@ -53,8 +55,6 @@ def resolve_weights(name: str, weights: str | WeightsEnum | None) -> WeightsEnum
 
 def weights_path(weights: WeightsEnum) -> Path:
     """Where torch's hub cache keeps (or will keep) the file of ``weights``."""
-    import torch.hub
-
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
 
 
@@ -76,7 +76,7 @@ def torchvision_model(
     num_classes
         Size of the output layer. With weights, the pretrained head (1000 ImageNet classes)
         is replaced by a new random ``nn.Linear`` when ``num_classes`` differs from it (see
-        :func:`mlbook.transfer.replace_head`).
+        :func:`mlbook.models.heads.replace_head`).
     download
         Fetch missing weights from torchvision's URL into the hub cache. With ``False``, or
         when the download fails (offline), a :class:`mlbook.DataNotFoundError` says which
@@ -84,8 +84,10 @@ def torchvision_model(
 
     Notes
     -----
-    Cached weights are loaded with ``torch.load(weights_only=True)``: torchvision's own
-    loader defaults to ``weights_only=False``, which would unpickle arbitrary objects.
+    Cached weights are loaded with ``torch.load(weights_only=True)`` into the model that
+    :func:`builder_arguments` describes, with ``load_state_dict`` (strict): torchvision's own
+    loader uses ``weights_only=False`` on older PyTorch versions, which would unpickle
+    arbitrary objects.
     """
     known = classification_models()
     if name not in known:
@@ -112,29 +114,35 @@ def torchvision_model(
         )
         if not download:
             raise DataNotFoundError(message)
+        # torchvision's file names carry the first digits of the file's sha256
+        # (resnet18-f37072fd.pth): the download is checked against them.
+        match = HASH_REGEX.search(path.name)
         try:
-            from torch.hub import HASH_REGEX, download_url_to_file
-
-            # torchvision's file names carry the first digits of the file's sha256
-            # (resnet18-f37072fd.pth): torch.hub checks the download against them.
-            match = HASH_REGEX.search(path.name)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            download_url_to_file(resolved.url, str(path),
-                                 hash_prefix=match.group(1) if match else None, progress=True)
+            _io.download(resolved.url, path, sha256=match.group(1) if match else None)
         except Exception as err:  # offline: URLError, OSError, a blocked socket, ...
-            path.unlink(missing_ok=True)
             raise DataNotFoundError(f"{message}. Download failed: {err}") from err
 
-    import torchvision.models._api as api
-
-    # torchvision reads the file through torch.hub.load_state_dict_from_url with
-    # weights_only=False by default; force the safe loader (the file is in the cache now,
-    # so nothing is downloaded).
-    safe = functools.partial(api.load_state_dict_from_url, weights_only=True)
-    with mock.patch.object(api, "load_state_dict_from_url", safe):
-        model = get_model(name, weights=resolved)
-    if num_classes is not None and num_classes != len(resolved.meta.get("categories", [])):
-        from mlbook.transfer.finetune import replace_head
-
+    model = get_model(name, **builder_arguments(name, resolved))
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    if name == "googlenet":  # as torchvision's builder: the auxiliary heads only help training
+        model.aux_logits, model.aux1, model.aux2 = False, None, None
+    if num_classes is not None and num_classes != len(resolved.meta["categories"]):
         replace_head(model, num_classes)
     return model
+
+
+def builder_arguments(name: str, weights: WeightsEnum) -> dict:
+    """The constructor arguments torchvision's builder sets when it loads ``weights``.
+
+    Most are implied by the state dict (a wrong one fails ``load_state_dict``), but
+    ``transform_input`` of GoogLeNet and Inception-v3 changes only the forward pass: their
+    ImageNet weights expect it on. The table follows ``torchvision.models``' builders.
+    """
+    kwargs: dict = {"num_classes": len(weights.meta["categories"])}
+    if name in ("googlenet", "inception_v3"):
+        kwargs.update(transform_input=True, aux_logits=True, init_weights=False)
+    elif name.startswith("vit_"):
+        kwargs["image_size"] = weights.meta["min_size"][0]
+    elif name == "maxvit_t":
+        kwargs["input_size"] = weights.meta["min_size"]
+    return kwargs

@@ -1,15 +1,20 @@
 """mlbook.transfer: pretraining, feature extraction, fine-tuning and few-shot evaluation.
 
 - :mod:`~mlbook.transfer.pretrain`: :func:`fit`, supervised training with resume.
-- :mod:`~mlbook.transfer.features`: :func:`extract_features`, :class:`LinearProbe`,
-  :class:`NearestCentroid`.
-- :mod:`~mlbook.transfer.finetune`: :func:`replace_head`, :func:`freeze`,
-  :func:`unfreeze_last`, :func:`layerwise_param_groups`.
+- :mod:`~mlbook.transfer.features`: :func:`extract_features`, :func:`linear_probe` and
+  :class:`PrototypeClassifier` (scikit-learn estimators on the features).
+- :mod:`~mlbook.transfer.finetune`: :func:`freeze`, :func:`unfreeze_last`,
+  :func:`layerwise_param_groups`; :func:`replace_head` (from :mod:`mlbook.models.heads`).
 - :mod:`~mlbook.transfer.objective`: :class:`RegularisedObjective`, :class:`L2SP`.
 - :mod:`~mlbook.transfer.fewshot`: :func:`evaluate_episodes_with_probe`,
   :func:`evaluate_episodes_with_finetuning` on seeded few-shot episodes.
+
+Return types follow one rule: features and models are torch objects; scores are NumPy
+(per-episode accuracies, float64 ``[T]``) or Python floats (a mean, a half-width, a
+probe's ``score``), never tensors.
 """
 
+from mlbook.models.heads import find_head, replace_head
 from mlbook.transfer.domain import (
     DomainAdversarialNet,
     GradientReversal,
@@ -19,7 +24,7 @@ from mlbook.transfer.domain import (
     reverse_gradient,
     train_dann,
 )
-from mlbook.transfer.features import LinearProbe, NearestCentroid, extract_features
+from mlbook.transfer.features import PrototypeClassifier, extract_features, linear_probe
 from mlbook.transfer.fewshot import (
     evaluate_episodes_with_finetuning,
     evaluate_episodes_with_probe,
@@ -30,10 +35,8 @@ from mlbook.transfer.fewshot import (
 from mlbook.transfer.finetune import (
     batchnorm_eval,
     blocks,
-    find_head,
     freeze,
     layerwise_param_groups,
-    replace_head,
     trainable_parameters,
     unfreeze_all,
     unfreeze_last,
@@ -52,8 +55,7 @@ from mlbook.transfer.selfsup import rotate_images, rotation_batches
 
 __all__ = [
     "L2SP",
-    "LinearProbe",
-    "NearestCentroid",
+    "PrototypeClassifier",
     "RegularisedObjective",
     "batchnorm_eval",
     "evaluate_episodes_with_finetuning",
@@ -67,6 +69,7 @@ __all__ = [
     "fit",
     "freeze",
     "layerwise_param_groups",
+    "linear_probe",
     "replace_head",
     "tensor_batches",
     "trainable_parameters",

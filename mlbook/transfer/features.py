@@ -2,14 +2,20 @@
 
 This is the cheapest way to transfer (Yosinski et al. 2014; Tian et al. 2020 show it is a
 strong few-shot baseline): the backbone runs once per image under
-``torch.inference_mode()``, and the classifiers here are trained on the cached features.
+``torch.inference_mode()`` (:func:`extract_features`, a torch tensor), and a scikit-learn
+classifier is trained on the cached features: :func:`linear_probe` (logistic regression) or
+:class:`PrototypeClassifier` (nearest class mean).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer, Normalizer
+from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 from torch import nn
 
 
@@ -61,108 +67,88 @@ def extract_features(
     return torch.cat(out)
 
 
-def _numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
+def _as_numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _as_float64(x) -> np.ndarray:
+    """Features as a float64 NumPy array (torch tensors included): L-BFGS in double precision."""
     if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
+        x = x.detach().cpu()
+    return np.asarray(x, dtype=np.float64)
 
 
-def _l2_normalise(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+def linear_probe(C: float = 10.0, normalise: bool = True, max_iter: int = 1000) -> Pipeline:
+    """Multinomial logistic regression on (L2-normalised) features: a scikit-learn pipeline.
 
-
-class _Classifier:
-    """``score`` shared by the probes: mean accuracy of :meth:`predict`, in [0, 1]."""
-
-    def predict(self, features):  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def score(
-        self, features: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray
-    ) -> float:
-        """Accuracy of :meth:`predict` on ``features [M, D]`` against ``labels [M]``."""
-        return float((self.predict(features) == _numpy(labels)).mean())
-
-
-def _check_xy(features, labels) -> tuple[np.ndarray, np.ndarray]:
-    x, y = _numpy(features), _numpy(labels)
-    if x.ndim != 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
-        raise ValueError(
-            f"need features [M, D] and labels [M], got {tuple(x.shape)} and {tuple(y.shape)}"
-        )
-    return x.astype(np.float64), y
-
-
-class LinearProbe(_Classifier):
-    """Multinomial logistic regression on (L2-normalised) features, scikit-learn style.
+    The pipeline is ``float64 -> Normalizer() -> LogisticRegression(C, max_iter)``: it has
+    ``fit``, ``predict``, ``score`` (mean accuracy, a float) and works with
+    ``sklearn.base.clone`` and grid searches. Features may be torch tensors or arrays
+    ``[M, D]``, labels integers ``[M]``. For a nearest-centroid probe (the Prototypical
+    Networks rule on a fixed embedding) use :class:`PrototypeClassifier`.
 
     Parameters
     ----------
     C
-        Inverse L2 regularisation strength of scikit-learn's ``LogisticRegression``.
+        Inverse L2 regularisation strength of ``LogisticRegression``, ``> 0``.
     normalise
         Divide each feature vector by its Euclidean norm first, as Tian et al. (2020) do
         for few-shot probes: it makes one ``C`` work across backbones and shots.
     max_iter
         Iterations of the L-BFGS solver.
     """
-
-    def __init__(self, C: float = 10.0, normalise: bool = True, max_iter: int = 1000) -> None:
-        if not C > 0:
-            raise ValueError(f"C must be > 0, got {C}")
-        self.C, self.normalise, self.max_iter = C, normalise, max_iter
-        self.model: LogisticRegression | None = None
-
-    def _prep(self, x: np.ndarray) -> np.ndarray:
-        return _l2_normalise(x) if self.normalise else x
-
-    def fit(
-        self, features: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray
-    ) -> LinearProbe:
-        """Fit on ``features [M, D]`` and integer ``labels [M]``; returns ``self``."""
-        x, y = _check_xy(features, labels)
-        if np.unique(y).size < 2:
-            raise ValueError("a probe needs at least 2 classes in labels")
-        self.model = LogisticRegression(C=self.C, max_iter=self.max_iter)
-        self.model.fit(self._prep(x), y)
-        return self
-
-    def predict(self, features: torch.Tensor | np.ndarray) -> np.ndarray:
-        """Predicted labels ``[M]``."""
-        if self.model is None:
-            raise RuntimeError("call fit() before predict()")
-        return self.model.predict(self._prep(_numpy(features).astype(np.float64)))
+    if not C > 0:
+        raise ValueError(f"C must be > 0 (inverse regularisation strength), got {C}")
+    steps: list = [FunctionTransformer(_as_float64)]
+    if normalise:
+        steps.append(Normalizer(norm="l2"))
+    steps.append(LogisticRegression(C=C, max_iter=max_iter))
+    return make_pipeline(*steps)
 
 
-class NearestCentroid(_Classifier):
-    """Assign each example to the class whose mean support feature is closest.
+class PrototypeClassifier(ClassifierMixin, BaseEstimator):
+    """Nearest class mean ("prototype") on fixed features, a scikit-learn estimator.
 
-    ``metric="euclidean"`` is the Prototypical Networks rule (Snell et al. 2017) on a
-    fixed embedding; ``"cosine"`` normalises features and centroids first.
+    The Prototypical Networks rule (Snell et al. 2017) on a frozen embedding: each class is
+    represented by the mean of its support features and an example goes to the class with
+    the nearest mean in squared Euclidean distance. ``metric="cosine"`` L2-normalises the
+    features and the means first.
+
+    It follows scikit-learn's conventions (``get_params``, ``clone``, fitted attributes
+    ``classes_`` and ``centroids_``, ``score`` = mean accuracy as a float).
+    ``sklearn.neighbors.NearestCentroid`` gives the same predictions for the Euclidean
+    metric but also estimates a within-class spread for its shrinkage option, which warns
+    (division by zero) in the one-shot case every chapter of this book uses.
+
+    Parameters
+    ----------
+    metric
+        ``"euclidean"`` or ``"cosine"``.
     """
 
     def __init__(self, metric: str = "euclidean") -> None:
-        if metric not in ("euclidean", "cosine"):
-            raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
         self.metric = metric
-        self.classes: np.ndarray | None = None
-        self.centroids: np.ndarray | None = None
 
-    def fit(self, features, labels) -> NearestCentroid:
-        x, y = _check_xy(features, labels)
+    def _prepare(self, x: np.ndarray) -> np.ndarray:
         if self.metric == "cosine":
-            x = _l2_normalise(x)
-        self.classes = np.unique(y)
-        self.centroids = np.stack([x[y == c].mean(0) for c in self.classes])
-        if self.metric == "cosine":
-            self.centroids = _l2_normalise(self.centroids)
+            return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        return x
+
+    def fit(self, X, y) -> PrototypeClassifier:
+        """Store the mean of the features ``X [M, D]`` of each class of ``y [M]``."""
+        if self.metric not in ("euclidean", "cosine"):
+            raise ValueError(f"metric must be 'euclidean' or 'cosine', got {self.metric!r}")
+        x, y = check_X_y(_as_float64(X), _as_numpy(y))
+        x = self._prepare(x)
+        self.classes_, y_index = np.unique(y, return_inverse=True)
+        self.centroids_ = self._prepare(
+            np.stack([x[y_index == c].mean(0) for c in range(len(self.classes_))])
+        )
         return self
 
-    def predict(self, features) -> np.ndarray:
-        if self.centroids is None:
-            raise RuntimeError("call fit() before predict()")
-        x = _numpy(features).astype(np.float64)
-        if self.metric == "cosine":
-            x = _l2_normalise(x)
-        d = ((x[:, None, :] - self.centroids[None]) ** 2).sum(-1)
-        return self.classes[d.argmin(1)]
+    def predict(self, X) -> np.ndarray:
+        """The label of the nearest class mean for each row of ``X [M, D]``."""
+        check_is_fitted(self)
+        x = self._prepare(check_array(_as_float64(X)))
+        distances = ((x[:, None, :] - self.centroids_[None]) ** 2).sum(-1)
+        return self.classes_[distances.argmin(1)]

@@ -11,7 +11,10 @@ Two ways to use a backbone on an N-way K-shot episode:
   the same budget without transfer.
 
 Both return the mean query accuracy over episodes and the half-width of its 95% confidence
-interval, as few-shot papers report it (:func:`mlbook.loops.mean_confidence_interval`).
+interval, as few-shot papers report it (:func:`mlbook.loops.mean_confidence_interval`), as
+Python floats; :func:`probe_accuracies` and :func:`finetune_accuracies` return the
+per-episode accuracies as a NumPy float64 array ``[T]``. Episodes with wrong shapes or
+dtypes, or labels that are not ``0..N-1``, are refused with a ValueError that says so.
 """
 
 from __future__ import annotations
@@ -24,32 +27,78 @@ import torch
 from torch import nn
 
 from mlbook.loops import mean_confidence_interval, progress
-from mlbook.transfer.features import LinearProbe, NearestCentroid, extract_features
-from mlbook.transfer.finetune import (
-    find_head,
-    layerwise_param_groups,
-    replace_head,
-    setattr_head,
-    unfreeze_all,
-    unfreeze_last,
-)
+from mlbook.models.heads import find_head, replace_head, setattr_head
+from mlbook.transfer.features import PrototypeClassifier, extract_features, linear_probe
+from mlbook.transfer.finetune import layerwise_param_groups, unfreeze_all, unfreeze_last
 from mlbook.transfer.objective import L2SP, RegularisedObjective
 
 CLASSIFIERS: dict[str, Callable[[], object]] = {
-    "logistic": LinearProbe,
-    "centroid": NearestCentroid,
+    "logistic": linear_probe,
+    "centroid": PrototypeClassifier,
 }
 
 
+def _check_labels(support_y: torch.Tensor, query_y: torch.Tensor | None,
+                  n_way: int | None = None, where: str = "") -> int:
+    """``n_way`` (given, or read from the support labels) after checking both label sets.
+
+    Support labels must be integers covering ``0..n_way-1`` (each class has support
+    examples); query labels must lie in that range.
+    """
+    for name, y in (("support_y", support_y), ("query_y", query_y)):
+        if y is not None and (y.dtype.is_floating_point or y.dtype == torch.bool):
+            raise ValueError(f"{name}{where} must hold integer class labels, got {y.dtype}; "
+                             "convert with .long()")
+    if support_y.numel() == 0:
+        raise ValueError(f"support_y{where} is empty: every class needs a support example")
+    if n_way is None:
+        n_way = int(support_y.max()) + 1
+    present = torch.unique(support_y).tolist()
+    if present != list(range(n_way)):
+        raise ValueError(
+            f"support labels{where} must be exactly 0..{n_way - 1} (each class with at least one "
+            f"support example), found {present}; relabel the classes of the episode 0..N-1"
+        )
+    if query_y is not None and query_y.numel() and (
+        int(query_y.min()) < 0 or int(query_y.max()) >= n_way
+    ):
+        raise ValueError(
+            f"query labels{where} must lie in 0..{n_way - 1} (the support classes), found "
+            f"{int(query_y.min())}..{int(query_y.max())}"
+        )
+    return n_way
+
+
 def _unpack_episodes(episodes) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(support_x, support_y, query_x, query_y)`` of an Episode or 4-tuple, shapes checked."""
+    """``(support_x, support_y, query_x, query_y)`` of an Episode or 4-tuple, checked.
+
+    Raises a ValueError naming the problem for wrong shapes, dtypes or labels.
+    """
+    expected = ("episodes must hold support_x [T, N*K, C, H, W], support_y [T, N*K], "
+                "query_x [T, N*Q, C, H, W], query_y [T, N*Q] (an mlbook.data.Episode)")
+    if not isinstance(episodes, tuple) or len(episodes) != 4 or not all(
+        isinstance(t, torch.Tensor) for t in episodes
+    ):
+        raise ValueError(f"{expected}; got {type(episodes).__name__}")
     sx, sy, qx, qy = episodes
     if sx.ndim != 5 or qx.ndim != 5 or sy.ndim != 2 or qy.ndim != 2:
         raise ValueError(
-            "episodes must hold support_x [T, N*K, C, H, W], support_y [T, N*K], "
-            f"query_x [T, N*Q, C, H, W], query_y [T, N*Q]; got {tuple(sx.shape)}, "
-            f"{tuple(sy.shape)}, {tuple(qx.shape)}, {tuple(qy.shape)}"
+            f"{expected}; got shapes {tuple(sx.shape)}, {tuple(sy.shape)}, {tuple(qx.shape)}, "
+            f"{tuple(qy.shape)}"
         )
+    if sx.shape[:2] != sy.shape or qx.shape[:2] != qy.shape or sx.shape[0] != qx.shape[0]:
+        raise ValueError(
+            f"{expected}; the counts disagree: support_x {tuple(sx.shape[:2])} vs support_y "
+            f"{tuple(sy.shape)}, query_x {tuple(qx.shape[:2])} vs query_y {tuple(qy.shape)}"
+        )
+    if sx.shape[2:] != qx.shape[2:]:
+        raise ValueError(f"support and query images differ in shape: {tuple(sx.shape[2:])} vs "
+                         f"{tuple(qx.shape[2:])}")
+    if not (sx.dtype.is_floating_point and qx.dtype.is_floating_point):
+        raise ValueError(f"images must be floating point, got {sx.dtype} and {qx.dtype}; "
+                         "convert with .float()")
+    for t in range(sy.shape[0]):
+        _check_labels(sy[t], qy[t], where=f" of episode {t}")
     return sx, sy, qx, qy
 
 
@@ -72,8 +121,14 @@ def probe_accuracies(
     episodes
         A :class:`mlbook.data.Episode` (or 4-tuple) of ``T`` tasks.
     classifier
-        ``"logistic"`` (:class:`LinearProbe`), ``"centroid"`` (:class:`NearestCentroid`) or
-        a factory returning an object with ``fit``/``score``.
+        ``"logistic"`` (:func:`linear_probe`), ``"centroid"``
+        (:class:`PrototypeClassifier`) or a factory returning a fresh scikit-learn
+        style classifier (``fit(features, labels)``, ``score(features, labels)``).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``[T]``, one accuracy in [0, 1] per episode.
     """
     sx, sy, qx, qy = _unpack_episodes(episodes)
     if isinstance(classifier, str):
@@ -171,8 +226,16 @@ def finetune_on_support(
         raise ValueError(f"batchnorm must be 'frozen' or 'train', got {batchnorm!r}")
     if head_init not in ("prototypes", "random"):
         raise ValueError(f"head_init must be 'prototypes' or 'random', got {head_init!r}")
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an int >= 0 (full-batch Adam steps), got {steps!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    if support_x.ndim < 2 or support_y.ndim != 1 or support_x.shape[0] != support_y.shape[0]:
+        raise ValueError(
+            f"need support_x [N*K, C, H, W] and support_y [N*K], got {tuple(support_x.shape)} "
+            f"and {tuple(support_y.shape)}"
+        )
+    _check_labels(support_y, None, n_way)
     net = copy.deepcopy(backbone)
     if from_scratch:
         _reinitialise(net)
@@ -212,10 +275,15 @@ def finetune_accuracies(
     desc: str = "fine-tune",
     **options,
 ) -> np.ndarray:
-    """Query accuracy after :func:`finetune_on_support` on each episode, ``[T]`` in [0, 1].
+    """Query accuracy after :func:`finetune_on_support` on each episode.
 
     ``options`` are passed to :func:`finetune_on_support` (``steps``, ``lr``,
     ``from_scratch``, ...); ``n_way`` is read from the labels.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``[T]``, one accuracy in [0, 1] per episode.
     """
     sx, sy, qx, qy = _unpack_episodes(episodes)
     dev = next(backbone.parameters()).device
@@ -225,7 +293,7 @@ def finetune_accuracies(
         net = finetune_on_support(backbone, sx[i].to(dev), sy[i].to(dev), n_way, **options)
         with torch.inference_mode():
             pred = net(qx[i].to(dev)).argmax(1)
-        accs.append((pred == qy[i].to(dev)).float().mean().item())
+        accs.append(int((pred == qy[i].to(dev)).sum()) / pred.numel())
     return np.asarray(accs, dtype=np.float64)
 
 

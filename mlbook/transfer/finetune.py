@@ -1,9 +1,9 @@
-"""Fine-tuning tools: a new head, freezing, partial unfreezing and layer-wise learning rates.
+"""Fine-tuning tools: freezing, partial unfreezing and layer-wise learning rates.
 
 Everything here works on *blocks*: the ordered stages of a network from input to output.
 :func:`blocks` finds them without help for the networks of this book and for torchvision's:
 
-- a model with an ``nn.Sequential`` called ``features`` (``Conv4``, ``ResNet``,
+- a model with an ``nn.Sequential`` called ``features`` (``Conv4``,
   torchvision's VGG/EfficientNet/MobileNet/...) contributes one block per child of
   ``features`` that has parameters (``"features.0"``, ``"features.1"``, ...), followed by
   its other top-level children with parameters (``"head"``, ``"classifier"``);
@@ -11,7 +11,8 @@ Everything here works on *blocks*: the ordered stages of a network from input to
   were registered (torchvision's ResNet: ``conv1, bn1, layer1, ..., layer4, fc``).
 
 Pass ``blocks=[...]`` (qualified module names, input to output) to any function to use
-another split. The head (the classifier replaced by :func:`replace_head`) is the last block.
+another split. The head (the classifier that :func:`mlbook.models.heads.replace_head`
+replaces, re-exported as ``mlbook.transfer.replace_head``) is the last block.
 """
 
 from __future__ import annotations
@@ -21,9 +22,6 @@ from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
-
-#: Attribute names under which a classification head is looked for, in this order.
-HEAD_NAMES = ("head", "fc", "classifier")
 
 
 def blocks(model: nn.Module, names: Sequence[str] | None = None) -> list[tuple[str, nn.Module]]:
@@ -71,88 +69,19 @@ def _submodule(model: nn.Module, name: str) -> nn.Module:
         ) from None
 
 
-def find_head(model: nn.Module) -> tuple[str, nn.Module]:
-    """The classification head: the first of ``head``, ``fc``, ``classifier`` that exists.
-
-    For a ``classifier`` that is an ``nn.Sequential`` (torchvision's EfficientNet, VGG,
-    MobileNet), the head is its last ``nn.Linear``, e.g. ``"classifier.1"``.
-    """
-    for name in HEAD_NAMES:
-        module = getattr(model, name, None)
-        if module is None:
-            continue
-        if isinstance(module, nn.Sequential):
-            linears = [(i, m) for i, m in module.named_children() if isinstance(m, nn.Linear)]
-            if linears:
-                return f"{name}.{linears[-1][0]}", linears[-1][1]
-        return name, module
-    raise ValueError(
-        f"{type(model).__name__} has none of the head attributes {HEAD_NAMES}; "
-        "give the network a `head` module (e.g. nn.Identity()) or replace it yourself"
-    )
-
-
-def _feature_dim(model: nn.Module, head: nn.Module) -> int:
-    if isinstance(head, nn.Linear):
-        return head.in_features
-    dim = getattr(model, "feature_dim", None)
-    if isinstance(dim, int):
-        return dim
-    raise ValueError(
-        f"cannot tell the feature size of {type(model).__name__}: its head is "
-        f"{type(head).__name__}, not nn.Linear, and it has no int `feature_dim`"
-    )
-
-
-def replace_head(model: nn.Module, num_classes: int, bias: bool = True) -> nn.Linear:
-    """Put a new, randomly initialised ``nn.Linear(feature_dim, num_classes)`` in place of the head.
-
-    The new head sits where the old one was (``model.head``, ``model.fc`` or the last linear
-    layer of ``model.classifier``), on the old head's device and dtype, and is trainable.
-
-    Parameters
-    ----------
-    model
-        Changed in place.
-    num_classes
-        Classes of the target task, ``>= 1``.
-
-    Returns
-    -------
-    nn.Linear
-        The new head (also reachable through the model).
-    """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
-    name, old = find_head(model)
-    in_features = _feature_dim(model, old)
-    ref = next(iter(old.parameters()), None)
-    if ref is None:
-        ref = next(iter(model.parameters()))
-    new = nn.Linear(in_features, num_classes, bias=bias).to(device=ref.device, dtype=ref.dtype)
-    setattr_head(model, name, new)
-    return new
-
-
-def setattr_head(model: nn.Module, name: str, module: nn.Module) -> None:
-    """Put ``module`` at the qualified attribute ``name`` of ``model`` (e.g. ``"classifier.1"``)."""
-    parent_name, _, attr = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, attr, module)
-
-
 def _check_names(model: nn.Module, names: Sequence[str]) -> None:
     for n in names:
         _submodule(model, n)
 
 
-def freeze(model: nn.Module, except_: Sequence[str] | str = ()) -> list[str]:
+def freeze(model: nn.Module, keep_trainable: Sequence[str] | str = ()) -> list[str]:
     """Stop gradients to every parameter except those inside the named layers.
 
     Parameters
     ----------
     model
         Changed in place (``requires_grad`` of its parameters).
-    except_
+    keep_trainable
         Qualified module names (``"head"``, ``"features.3"``, ``"layer4"``) whose parameters
         stay trainable. ``()`` freezes everything.
 
@@ -167,7 +96,7 @@ def freeze(model: nn.Module, except_: Sequence[str] | str = ()) -> list[str]:
     *buffers* that ``model.train()`` keeps updating; call ``model.eval()`` (or
     :func:`batchnorm_eval`) on the frozen part when its statistics must not move either.
     """
-    keep = (except_,) if isinstance(except_, str) else tuple(except_)
+    keep = (keep_trainable,) if isinstance(keep_trainable, str) else tuple(keep_trainable)
     _check_names(model, keep)
     frozen = []
     for name, p in model.named_parameters():
@@ -215,7 +144,7 @@ def unfreeze_last(
             f"got {n_blocks!r}"
         )
     trainable = found[len(found) - n_blocks :]
-    freeze(model, except_=trainable)
+    freeze(model, keep_trainable=trainable)
     return trainable
 
 

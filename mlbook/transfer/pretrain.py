@@ -25,6 +25,8 @@ from mlbook.checkpoint import load_checkpoint, save_checkpoint
 from mlbook.loops import History, progress
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+#: Series names of checkpoints written before the history used meta_train's names.
+_OLD_SERIES = {"loss": "train_loss", "accuracy": "train_acc"}
 
 
 def tensor_batches(
@@ -62,6 +64,29 @@ def _loader_batches(loader: Iterable[Batch]) -> Iterable[Batch]:
             raise ValueError("the data loader yielded no batches")
 
 
+def _check_positive_int(**values: object) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _accuracy(model: nn.Module, data: Batch, batch_size: int,
+              device: torch.device | str) -> float:
+    """Fraction of ``data = (x, y)`` that ``model`` classifies correctly, in eval mode."""
+    x, y = data
+    was_training = model.training
+    model.eval()
+    correct = 0
+    try:
+        with torch.inference_mode():
+            for start in range(0, x.shape[0], batch_size):
+                pred = model(x[start : start + batch_size].to(device)).argmax(1).cpu()
+                correct += int((pred == y[start : start + batch_size].cpu()).sum())
+    finally:
+        model.train(was_training)
+    return correct / x.shape[0]
+
+
 def fit(
     model: nn.Module,
     data: Iterable[Batch] | Batch,
@@ -75,6 +100,8 @@ def fit(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 200,
     log_every: int = 10,
+    val_data: Batch | None = None,
+    eval_every: int = 100,
     seed: int = 0,
     device: torch.device | str | None = None,
     desc: str = "train",
@@ -104,8 +131,12 @@ def fit(
         Path of the checkpoint: when it exists, training resumes from it; it is written every
         ``checkpoint_every`` steps and at the end.
     log_every
-        Steps between two entries of the history (``step``, ``loss``, ``accuracy`` averaged
-        over those steps).
+        Steps between two entries of the training series (``step``, ``train_loss``,
+        ``train_acc``, averaged over those steps).
+    val_data
+        Optional held-out ``(x [V, ...], y [V])``: its accuracy is measured in eval mode every
+        ``eval_every`` steps and at the end (series ``val_step``, ``val_acc``), as
+        :func:`mlbook.meta.meta_train` does with its validation episodes.
     seed
         Seeds the batch order (tensors only).
     device
@@ -114,21 +145,43 @@ def fit(
     Returns
     -------
     History
-        Series ``step``, ``loss`` (mean cross-entropy, nats) and ``accuracy`` (in [0, 1],
-        on the training batches).
+        Series ``step``, ``train_loss`` (mean loss, nats for cross-entropy) and ``train_acc``
+        (in [0, 1], on the training batches); with ``val_data`` also ``val_step`` and
+        ``val_acc``. The names are those of :func:`mlbook.meta.meta_train`'s history.
+
+    Raises
+    ------
+    ValueError
+        For a budget, learning rate or logging interval that is not positive, or a
+        checkpoint file that is not one of this function's (nothing is written then).
+    FloatingPointError
+        When the loss becomes NaN or infinite. Training stops before that step updates the
+        model; the last checkpoint written (if any) is kept as it was.
     """
     if (steps is None) == (epochs is None):
         raise ValueError("give exactly one of steps= or epochs=")
     is_tensors = isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor)
+    _check_positive_int(batch_size=batch_size)
     if epochs is not None:
-        if epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        _check_positive_int(epochs=epochs)
         per_epoch = data[0].shape[0] // batch_size if is_tensors else len(data)  # type: ignore[arg-type]
+        if per_epoch < 1:
+            raise ValueError(f"an epoch holds no full batch of {batch_size}: lower batch_size "
+                             "or give steps=")
         steps = epochs * per_epoch
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if log_every < 1 or checkpoint_every < 1:
-        raise ValueError("log_every and checkpoint_every must be >= 1")
+    _check_positive_int(steps=steps, log_every=log_every, checkpoint_every=checkpoint_every,
+                        eval_every=eval_every)
+    bad_lrs = [g["lr"] for g in optimizer.param_groups
+               if isinstance(g.get("lr"), (int, float)) and not g["lr"] > 0]
+    if bad_lrs:
+        raise ValueError(f"the optimizer's learning rates must be > 0, got {bad_lrs}; "
+                         "build it with e.g. torch.optim.Adam(model.parameters(), lr=1e-3)")
+    if val_data is not None and not (
+        isinstance(val_data, tuple) and len(val_data) == 2
+        and all(isinstance(t, torch.Tensor) for t in val_data)
+        and val_data[0].shape[0] == val_data[1].shape[0] > 0
+    ):
+        raise ValueError("val_data must be a pair of tensors (x [V, ...], y [V]) with V >= 1")
     loss_fn = loss_fn or F.cross_entropy
     if device is None:
         device = next(model.parameters()).device
@@ -136,12 +189,15 @@ def fit(
     history, step = History(), 0
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.is_file():
-        state = load_checkpoint(path, map_location=device)
+        state = load_checkpoint(path, map_location=device,
+                                required=("model", "optimizer", "history", "step"))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and "scheduler" in state:
             scheduler.load_state_dict(state["scheduler"])
-        history = History.from_state_dict(state["history"])
+        history = History.from_state_dict(
+            {_OLD_SERIES.get(name, name): values for name, values in state["history"].items()}
+        )
         step = int(state["step"])
 
     def save() -> None:
@@ -172,6 +228,14 @@ def fit(
             x = transform(x)
         logits = model(x)
         loss = loss_fn(logits, y)
+        if not torch.isfinite(loss).all():
+            kept = (f"the last checkpoint {path} is kept as it was" if path is not None
+                    and path.is_file() else "no checkpoint was written")
+            raise FloatingPointError(
+                f"the loss is {loss.item()} at step {step + 1}: training diverged, so it stops "
+                f"before this step changes the model ({kept}). Lower the learning rate, clip "
+                "gradients or check the inputs for NaN."
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -182,9 +246,12 @@ def fit(
         sum_acc += (logits.argmax(1) == y).float().mean().item()
         count += 1
         if step % log_every == 0 or step == steps:
-            history.log(step=step, loss=sum_loss / count, accuracy=sum_acc / count)
+            history.log(step=step, train_loss=sum_loss / count, train_acc=sum_acc / count)
             sum_loss = sum_acc = 0.0
             count = 0
+        if val_data is not None and (step % eval_every == 0 or step == steps):
+            history.log(val_step=step,
+                        val_acc=_accuracy(model, val_data, batch_size, device))
         if step % checkpoint_every == 0 and step < steps:
             save()
     save()
