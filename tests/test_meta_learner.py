@@ -28,7 +28,7 @@ SWAPS = {
 
 
 def readme_example() -> str:
-    code = re.search(r"## Using `mlbook` in your own code\n\n```python\n(.*?)```",
+    code = re.search(r"## Using `mlbook` in your own code\n.*?```python\n(.*?)```",
                      README.read_text(), re.S).group(1)
     assert "learner = MAML(" in code and "steps=500" in code
     # A smoke run: 2 outer steps and 4 test tasks instead of 500 and 200.

@@ -29,8 +29,8 @@ from torch import nn
 from mlbook import loops
 from mlbook.checkpoint import load_checkpoint, save_checkpoint
 from mlbook.loops import History, mean_confidence_interval
-from mlbook.meta import distributed
 from mlbook.meta._tasks import check_episode, score_name
+from mlbook.meta.distributed import join
 from mlbook.meta.learner import MetaLearner
 
 
@@ -192,7 +192,7 @@ def meta_train(
         if gen is not None and state.get("sampler_rng") is not None:
             gen.set_state(state["sampler_rng"])
     # Under torchrun: join the process group, check the ranks agree, keep this rank's tasks.
-    world = distributed.join(learner, sampler, optimizer, steps=steps, time_budget_s=time_budget_s,
+    world = join(learner, sampler, optimizer, steps=steps, time_budget_s=time_budget_s,
                              eval_every=eval_every, val_episodes=val_episodes, step=step)
     sampler = world.shard(sampler)
 
