@@ -464,3 +464,13 @@ def test_protomaml_fast_equals_plain_and_trains_the_body_not_the_head(first_orde
     assert grads[0]["features.0.0.weight"].abs().max() > 1e-6
     with pytest.raises(ValueError, match="nn.Linear with a bias"):
         MAML(nn.Sequential(nn.Linear(2, 2, bias=False)), head_init="prototypes", head_name="0")
+
+
+@pytest.mark.parametrize("activation", [nn.Tanh(), nn.Sigmoid(), nn.SiLU(), nn.GELU("tanh"),
+                                        nn.LeakyReLU(0.2)])
+def test_interpreter_runs_elementwise_activations_as_the_module(activation):
+    torch.manual_seed(2)
+    mlp = nn.Sequential(nn.Linear(3, 5), activation, nn.Linear(5, 2)).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    params = dict(mlp.named_parameters())
+    torch.testing.assert_close(Interpreter(mlp)(params, x), mlp(x), rtol=0, atol=0)

@@ -1,7 +1,8 @@
 """The fast forward: a module's forward interpreted op by op, in a CPU-friendly layout.
 
 :class:`Interpreter` turns ``nn.Sequential`` trees of ``Linear``, ``Conv2d``,
-``BatchNorm1d/2d``, ``ReLU``, ``MaxPool2d``, ``Flatten``, ``Identity`` (and
+``BatchNorm1d/2d``, ``ReLU`` (and ``Tanh``, ``Sigmoid``, ``SiLU``, ``GELU``, ``LeakyReLU``),
+``MaxPool2d``, ``Flatten``, ``Identity`` (and
 :class:`mlbook.models.Conv4`, which is ``features`` then ``head``) into a flat list of ops
 and runs them with ``torch.nn.functional`` on the given parameter tensors. Nothing is written
 to the module, so two task threads can run it at once (``torch.func.functional_call`` swaps
@@ -29,6 +30,7 @@ Batch norm always normalises with the statistics of the batch it sees (the rule 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -44,8 +46,16 @@ from mlbook.meta._fast.bn_pool import (
 from mlbook.models.conv4 import Conv4
 
 Params = dict[str, torch.Tensor]
-SUPPORTED = ("nn.Sequential trees of Linear, Conv2d, BatchNorm1d/2d, ReLU, MaxPool2d, Flatten, "
-             "Identity, and mlbook.models.Conv4")
+SUPPORTED = ("nn.Sequential trees of Linear, Conv2d, BatchNorm1d/2d, ReLU, Tanh, Sigmoid, SiLU, "
+             "GELU, LeakyReLU, MaxPool2d, Flatten, Identity, and mlbook.models.Conv4")
+# Parameter-free elementwise layers: the function each one computes, read off the module.
+_ELEMENTWISE = {
+    nn.Tanh: lambda m: torch.tanh,
+    nn.Sigmoid: lambda m: torch.sigmoid,
+    nn.SiLU: lambda m: F.silu,
+    nn.GELU: lambda m: partial(F.gelu, approximate=m.approximate),
+    nn.LeakyReLU: lambda m: partial(F.leaky_relu, negative_slope=m.negative_slope),
+}
 
 
 class UnsupportedModel(ValueError):
@@ -82,6 +92,8 @@ def _compile(module: nn.Module, prefix: str) -> list[_Op]:
         return [_Op("batch_norm", prefix, (module.affine, module.eps))]
     if type(module) is nn.ReLU:
         return [_Op("relu", prefix)]
+    if type(module) in _ELEMENTWISE:
+        return [_Op("elementwise", prefix, (_ELEMENTWISE[type(module)](module),))]
     if type(module) is nn.MaxPool2d:
         return [_Op("max_pool2d", prefix, (module.kernel_size, module.stride, module.padding,
                                            module.dilation, module.ceil_mode))]
@@ -211,6 +223,8 @@ def _run(ops: list[_Op], params: Params, x: torch.Tensor, channels_last: bool = 
             x = _batch_norm_max_pool(x, params, op)
         elif op.kind == "conv_batch_norm_max_pool":
             x = _conv_batch_norm_max_pool(x, params, op)
+        elif op.kind == "elementwise":
+            x = op.config[0](x)
         elif op.kind == "relu":
             x = F.relu(x)
         elif op.kind == "max_pool2d":
