@@ -3,7 +3,7 @@
 Workload (Omniglot-sized, as ``maml_throughput.py``): Conv4 (64 filters, batch norm with batch
 statistics), 1x28x28 inputs, 5-way 1-shot, 15 queries per class, meta-batch 32, one inner SGD
 step with lr 0.4, second order, one Adam step (lr 1e-3), float32, run by
-:func:`mlbook.meta.meta_train`. The images are random tensors of Omniglot's background shape
+`mlbook.meta.meta_train`. The images are random tensors of Omniglot's background shape
 (964 characters x 20 drawings; speed does not depend on pixel values).
 
 Contenders, each a fresh set of processes running this file with ``--child``:
