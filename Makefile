@@ -34,6 +34,7 @@ install: $(STAMP)
 ## book: execute every chapter (cached) and build the HTML into _build/html
 book: $(STAMP)
 	$(BIN)/jupyter-book build . --path-output . --builder html
+	MLBOOK_HTML=_build/html $(BIN)/pytest -q -p no:cacheprovider tests/test_rendered_html.py
 	@echo "Open _build/html/index.html"
 
 ## test: unit tests, every notebook under nbval, and a strict (warnings-as-errors) build
@@ -48,11 +49,14 @@ nbval: $(STAMP)
 	  $(BIN)/pytest --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider --durations=0 $(NOTEBOOKS) -q; fi
 
 # The strict build reuses _config.yml with execution switched off (nbval already ran the
-# chapters): broken cross-references, citations and toc entries fail it.
+# chapters): broken cross-references, citations and toc entries fail it. After each build,
+# tests/test_rendered_html.py scans its pages for machine paths, stderr blocks and warnings
+# (the executed outputs are only in `make book`'s _build/html, so `book` scans those).
 strict: $(STAMP)
 	@mkdir -p _build
 	$(PY) -c "import yaml; c = yaml.safe_load(open('_config.yml')); c['execute']['execute_notebooks'] = 'off'; yaml.safe_dump(c, open('_build/strict_config.yml', 'w'))"
 	$(BIN)/jupyter-book build . --path-output _build/strict --builder html --all --warningiserror --keep-going --config _build/strict_config.yml
+	MLBOOK_HTML=_build/strict/_build/html $(BIN)/pytest -q -p no:cacheprovider tests/test_rendered_html.py
 
 ## publish: build the book, then push _build/html to the gh-pages branch that GitHub Pages
 ## serves, as Jupyter Book documents it (-n: add .nojekyll, -p: push, -f: replace the branch).

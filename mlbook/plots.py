@@ -1,4 +1,5 @@
-"""Figures the chapters share: learning curves with confidence bands and few-shot fits.
+"""Figures the chapters share: learning curves with confidence bands, few-shot fits, and a
+diagram of which blocks of a network train and which are frozen.
 
 Every function draws on a Matplotlib ``Axes`` it is given (so chapters compose their own
 grids), labels the axes, and returns the ``Axes``. Nothing here calls ``plt.show()``.
@@ -11,6 +12,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 from matplotlib.axes import Axes
+from matplotlib.patches import FancyArrowPatch, Patch, Rectangle
+from torch import nn
+
+from mlbook.transfer.finetune import blocks
 
 ArrayLike = Sequence[float] | np.ndarray | torch.Tensor
 
@@ -139,6 +144,116 @@ def plot_sinusoid_fits(
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
+    return ax
+
+
+#: Face colours of :func:`plot_trainable_blocks`, by the state of a block's parameters.
+BLOCK_COLOURS = {"trained": "#f28e2b", "partly trained": "#ffd8a8", "frozen": "#d9d9d9"}
+
+
+def _block_state(module: nn.Module) -> str:
+    flags = [p.requires_grad for p in module.parameters()]
+    if all(flags):
+        return "trained"
+    return "partly trained" if any(flags) else "frozen"
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
+
+
+def _short(x: float) -> str:
+    """``1e-4`` rather than ``0.0001`` or ``1.0e-04``."""
+    mantissa, exponent = f"{x:.1e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def plot_trainable_blocks(
+    ax: Axes,
+    model: nn.Module,
+    block_names: Sequence[str] | None = None,
+    lrs: Mapping[str, float] | None = None,
+    cached: Sequence[str] = (),
+    title: str | None = None,
+    legend: bool = True,
+) -> Axes:
+    """The blocks of ``model``, input to output, as boxes: trained, frozen or partly trained.
+
+    The boxes are the blocks that :func:`mlbook.transfer.blocks` finds (the ones
+    :func:`~mlbook.transfer.unfreeze_last` and
+    :func:`~mlbook.transfer.layerwise_param_groups` work on), and their state is read from
+    the parameters' ``requires_grad``, so the figure shows what the code will train. Each
+    box names its block and its number of parameters.
+
+    Parameters
+    ----------
+    ax
+        Where to draw.
+    model
+        The network, after ``freeze`` / ``unfreeze_last`` / ``replace_head``.
+    block_names
+        Explicit qualified block names (input to output) instead of the automatic split.
+    lrs
+        ``block name -> learning rate`` (e.g. ``{g["name"]: g["lr"] for g in
+        optimizer.param_groups}``): written under the blocks that train.
+    cached
+        Names of leading blocks whose outputs are computed once and reused (the frozen
+        prefix of feature extraction); a bracket marks them.
+    title
+        Optional axes title.
+    legend
+        Draw the colour key (turn it off for all but one panel of a grid).
+
+    Raises
+    ------
+    ValueError
+        If the model has no blocks with parameters, or ``lrs``/``cached`` name a block that
+        is not among them (the message lists the blocks).
+    """
+    found = blocks(model, block_names)
+    if not found:
+        raise ValueError(f"{type(model).__name__} has no blocks with parameters to draw")
+    names = [n for n, _ in found]
+    for what, given in (("lrs", list(lrs or {})), ("cached", list(cached))):
+        unknown = [n for n in given if n not in names]
+        if unknown:
+            raise ValueError(f"{what} names unknown blocks {unknown}; the blocks are {names}")
+    vertical = len(names) > 6 or max(len(n) for n in names) > 10
+    height = 2.2 if vertical else 1.0
+    for i, (name, module) in enumerate(found):
+        state = _block_state(module)
+        ax.add_patch(Rectangle((i, 0), 0.8, height, facecolor=BLOCK_COLOURS[state],
+                               edgecolor="black", hatch=None if state == "trained" else "//",
+                               label=f"block {name}: {state}"))
+        size = _count(sum(p.numel() for p in module.parameters()))
+        ax.text(i + 0.4, height / 2, f"{name}\n{size}",
+                ha="center", va="center", fontsize=8, rotation=90 if vertical else 0,
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
+        if lrs and name in lrs and state != "frozen":
+            ax.text(i + 0.4, -0.12, f"lr {_short(lrs[name])}", ha="center", va="top", fontsize=7)
+        if i:
+            ax.add_patch(FancyArrowPatch((i - 0.2, height / 2), (i, height / 2),
+                                         arrowstyle="-|>", mutation_scale=8, color="black"))
+    if cached:
+        last = max(names.index(n) for n in cached)
+        ax.annotate("", xy=(-0.05, height + 0.15), xytext=(last + 0.85, height + 0.15),
+                    arrowprops={"arrowstyle": "|-|", "color": "C0"})
+        ax.text((last + 0.8) / 2, height + 0.25, "outputs computed once and cached",
+                ha="center", va="bottom", fontsize=8, color="C0")
+    ax.text(-0.1, height / 2, "input", ha="right", va="center", fontsize=8)
+    ax.text(len(names) - 0.1, height / 2, "logits", ha="left", va="center", fontsize=8)
+    ax.set_xlim(-0.8, len(names) + 0.5)
+    ax.set_ylim(-0.5, height + 0.7)
+    ax.set_axis_off()
+    states = [_block_state(m) for _, m in found]
+    if legend:
+        ax.legend(handles=[Patch(facecolor=BLOCK_COLOURS[s], edgecolor="black",
+                                 hatch=None if s == "trained" else "//", label=s)
+                           for s in BLOCK_COLOURS if s in states],
+                  loc="upper right", fontsize=8, ncols=3, frameon=False,
+                  bbox_to_anchor=(1.0, 1.12))
+    if title:
+        ax.set_title(title, loc="left", fontsize=10)
     return ax
 
 

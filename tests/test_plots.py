@@ -11,8 +11,16 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 
-from mlbook.plots import plot_curves, plot_sinusoid_fits  # noqa: E402
+from mlbook.models import Conv4  # noqa: E402
+from mlbook.plots import (  # noqa: E402
+    BLOCK_COLOURS,
+    plot_curves,
+    plot_sinusoid_fits,
+    plot_trainable_blocks,
+)
+from mlbook.transfer import freeze, layerwise_param_groups, replace_head, unfreeze_last  # noqa: E402
 
 
 def _axes():
@@ -130,3 +138,58 @@ def test_plot_episode_rejects_bad_input(change, message):
     max_queries = change.pop("max_queries", None)
     with pytest.raises(ValueError, match=message):
         plot_episode(episode._replace(**change), task=task, fig=Figure(), max_queries=max_queries)
+def _boxes(ax) -> dict[str, Rectangle]:
+    """The block boxes of plot_trainable_blocks, by block name (their patch labels)."""
+    return {p.get_label().split(": ")[0].removeprefix("block "): p
+            for p in ax.patches if isinstance(p, Rectangle) and p.get_label().startswith("block ")}
+
+
+def _state(box: Rectangle) -> str:
+    colours = {matplotlib.colors.to_rgba(c): s for s, c in BLOCK_COLOURS.items()}
+    return colours[tuple(box.get_facecolor())]
+
+
+def test_plot_trainable_blocks_reads_the_state_from_requires_grad():
+    model = Conv4(in_channels=1, hidden=4, num_classes=10, image_size=16)
+    replace_head(model, 3)
+    unfreeze_last(model, 2)
+    model.features[0][1].weight.requires_grad_(True)  # one BatchNorm weight of block 0
+    lrs = {g["name"]: g["lr"] for g in layerwise_param_groups(model, 1e-3, decay=0.5)}
+    fig, ax = _axes()
+    plot_trainable_blocks(ax, model, lrs=lrs, title="partial fine-tuning")
+    fig.canvas.draw()
+    boxes = _boxes(ax)
+    assert list(boxes) == ["features.0", "features.1", "features.2", "features.3", "head"]
+    assert {n: _state(b) for n, b in boxes.items()} == {
+        "features.0": "partly trained", "features.1": "frozen", "features.2": "frozen",
+        "features.3": "trained", "head": "trained"}
+    texts = [t.get_text() for t in ax.texts]
+    assert "head\n15" in texts  # 4 features x 3 classes + 3 biases
+    # learning rates are written under the blocks that train, never under frozen ones
+    assert {"lr 1e-3", "lr 5e-4"} <= set(texts) and "lr 2.5e-4" not in texts
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "trained", "partly trained", "frozen"]
+    assert ax.get_title(loc="left") == "partial fine-tuning"
+
+
+def test_plot_trainable_blocks_marks_the_cached_prefix_and_explicit_blocks():
+    model = Conv4(in_channels=1, hidden=4, num_classes=3, image_size=16)
+    freeze(model, "head")
+    fig, ax = _axes()
+    names = ["features.0", "features.1", "features.2", "features.3", "head"]
+    plot_trainable_blocks(ax, model, block_names=names, cached=names[:4], legend=False)
+    fig.canvas.draw()
+    assert "outputs computed once and cached" in [t.get_text() for t in ax.texts]
+    assert ax.get_legend() is None
+    assert [_state(b) for b in _boxes(ax).values()] == ["frozen"] * 4 + ["trained"]
+
+
+def test_plot_trainable_blocks_rejects_unknown_names():
+    model = Conv4(in_channels=1, hidden=4, num_classes=3, image_size=16)
+    _, ax = _axes()
+    with pytest.raises(ValueError, match=r"lrs names unknown blocks \['layer4'\]"):
+        plot_trainable_blocks(ax, model, lrs={"layer4": 1e-3})
+    with pytest.raises(ValueError, match="cached names unknown blocks"):
+        plot_trainable_blocks(ax, model, cached=["stem"])
+    with pytest.raises(ValueError, match="no blocks with parameters"):
+        plot_trainable_blocks(ax, torch.nn.ReLU())

@@ -45,6 +45,26 @@ def test_l2sp_gradient_pulls_towards_the_pretrained_weights():
     assert model.head.weight.grad is None or torch.all(model.head.weight.grad == 0)
 
 
+def test_source_head_with_soft_targets_is_lwf_distillation_on_the_target_batch():
+    # Learning without Forgetting: the old head's logits on the *target* images, against the
+    # original network's softened outputs on the same images (no source data involved).
+    torch.manual_seed(0)
+    temperature = 2.0
+    recorded = torch.randn(6, 10)                    # original network, before fine-tuning
+    old_head = recorded.clone().requires_grad_(True)  # the old head now, same target batch
+    target_logits, target_y = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])
+    objective = RegularisedObjective(0.5, "source_head")
+    soft = (recorded / temperature).softmax(1)
+    terms = objective.terms(target_logits, target_y, source_logits=old_head / temperature,
+                            source_y=soft)
+    expected = -(soft * (old_head / temperature).log_softmax(1)).sum(1).mean()
+    torch.testing.assert_close(terms["source"], expected)
+    # While the old head still gives its recorded outputs the distillation term is at its
+    # minimum: zero gradient (it only pulls back once fine-tuning moves the shared layers).
+    terms["source"].backward()
+    torch.testing.assert_close(old_head.grad, torch.zeros_like(old_head), atol=1e-7, rtol=0)
+
+
 @pytest.mark.parametrize("lam", [0.0, 0.25, 1.0])
 def test_objective_with_l2sp_equals_formula(lam):
     model = pretrained_then_new_head()

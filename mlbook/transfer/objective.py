@@ -1,7 +1,10 @@
 r"""The regularised fine-tuning objective :math:`\lambda L_{source} + (1 - \lambda) L_{target}`.
 
-Fine-tuning on a small target set can forget what the source task taught. Two standard
-ways to keep the network close to its source solution fit the same formula
+Fine-tuning on a small target set can forget what the source task taught. Plain
+fine-tuning minimises :math:`L_{target}` alone, starting from the pretrained weights
+(``lam = 0`` below); the formula here is a family of *regularisers* added to it, not the
+definition of fine-tuning. Three standard ways to keep the network close to its source
+solution fit it
 
 .. math::
 
@@ -15,11 +18,19 @@ one of
     the squared distance of the shared (pretrained) weights :math:`w_S` to their pretrained
     values :math:`w_S^0`, plus optional plain weight decay on the new head's weights. It
     needs no source data at fine-tuning time, only a copy of the pretrained weights.
-``"source_head"`` (a retained source head, as in joint training and Learning without Forgetting)
-    the cross-entropy of the *old* head on source batches passed through the shared backbone
-    (with true source labels: joint training; with the pretrained network's soft outputs as
-    targets it would be LwF's distillation). It needs source data (or recorded source
-    outputs) and a second forward pass per step.
+``"source_head"`` (a retained source head: joint training or Learning without Forgetting)
+    the cross-entropy of the *old* head's logits (``source_logits``) against ``source_y``.
+    Two methods fit this term, and they differ in the images and targets they use:
+
+    - *joint training*: the old head on **source** batches, against their true labels
+      (int64 class indices). It needs the source data and a second forward pass per step.
+    - *Learning without Forgetting* (LwF, Li & Hoiem 2017): the old head on the **target
+      (new-task) batch**, against the soft outputs that the original network gave for
+      the same target images, recorded once before fine-tuning. This is knowledge
+      distillation: with temperature :math:`T` (LwF uses 2), pass
+      ``source_logits = old_head_logits / T`` and ``source_y = softmax(recorded_logits / T)``
+      (``F.cross_entropy`` accepts class probabilities as targets). LwF needs **no source
+      data**, only the target images and the old head.
 
 ``lam = 0`` is plain fine-tuning; ``lam = 1`` ignores the target.
 """
@@ -128,7 +139,9 @@ class RegularisedObjective:
         Weight of the source term, in ``[0, 1]``.
     source
         ``"l2sp"`` (pass ``model=`` when calling) or ``"source_head"`` (pass
-        ``source_logits=`` and ``source_y=``, the retained head's logits on a source batch).
+        ``source_logits=`` and ``source_y=``: the retained head's logits and their targets,
+        source labels for joint training or recorded soft outputs on the target batch for
+        LwF, see the module docstring).
     l2sp
         The :class:`L2SP` penalty, required for ``source="l2sp"``.
 
@@ -162,8 +175,10 @@ class RegularisedObjective:
     ) -> dict[str, torch.Tensor]:
         """``{"total", "source", "target"}``: the objective and its two unweighted terms.
 
-        Shapes: ``target_logits [B, N]``, ``target_y [B]``; ``source_logits [B', M]``,
-        ``source_y [B']`` (int64 class indices).
+        Shapes: ``target_logits [B, N]``, ``target_y [B]``; ``source_logits [B', M]`` and
+        ``source_y`` either ``[B']`` int64 class indices (joint training on source batches)
+        or ``[B', M]`` class probabilities (LwF: the original network's softened outputs on
+        the same target batch, so ``B' = B``).
         """
         target = F.cross_entropy(target_logits, target_y)
         if self.source == "l2sp":
