@@ -26,7 +26,7 @@ from mlbook.meta.functional import Params, functional_forward
 from mlbook.meta.inner_loop import check_lr, check_steps
 from mlbook.meta.learner import check_batch_norm
 
-INNER_OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
+INNER_OPTIMIZERS = ("sgd", "adam")  # torch.optim.SGD, torch.optim.Adam (with betas)
 
 
 class Reptile(nn.Module):
