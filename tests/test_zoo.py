@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import mlbook
 from mlbook import zoo
 from mlbook.meta import MAML, ProtoNet, Reptile
 
@@ -122,3 +123,27 @@ def test_train_zoo_writes_a_loadable_model_with_its_record(tmp_path, monkeypatch
     test = omniglot_standard_split(28)[1]
     acc, _ = evaluate(learner, fixed_episodes(test, 5, 5, 15, 3, seed=0))
     assert acc == pytest.approx(meta["test"]["5w5s"]["acc"], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_train_zoo_transfer_recipe_trains_a_classifier_and_resumes_its_curve(
+        tmp_path, monkeypatch, shared_data):
+    monkeypatch.setenv("MLBOOK_DATA", str(shared_data))
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    sys.modules.pop("train_zoo", None)
+    import train_zoo
+
+    args = ["transfer", "--test-episodes", "2", "--threads", "1", "--out", str(tmp_path),
+            "--allow-dirty"]
+    first = train_zoo.main([*args, "--steps", "2"])
+    assert [c["step"] for c in first["curve"]] == [2]
+    mlbook.seed_everything(0)  # as train_zoo.main does before it builds the learner
+    before = zoo.build_learner("transfer", 5).state_dict()
+    monkeypatch.setattr(zoo, "zoo_dir", lambda: tmp_path)
+    trained = zoo.load("transfer").state_dict()
+    assert any(not torch.equal(before[k], trained[k]) for k in before if "running" not in k)
+    # the same command with a larger budget continues from step 2: the curve grows by one point
+    second = train_zoo.main([*args, "--steps", "4"])
+    assert [c["step"] for c in second["curve"]] == [2, 4]
+    assert second["curve"][0] == first["curve"][0]
+    assert zoo.info("transfer")["method"] == "transfer" and zoo.info("transfer")["steps"] == 4
