@@ -7,9 +7,9 @@ so ``pip install`` gives them offline (Colab included)::
 
     >>> from mlbook import zoo
     >>> zoo.available()
-    ['protonet-5w1s', ...]
-    >>> learner = zoo.load("protonet-5w1s")        # a ready mlbook.meta.ProtoNet
-    >>> zoo.info("protonet-5w1s")["test"]           # accuracies measured after training
+    ['anil-5w1s', 'fomaml-5w1s', 'maml-5w1s', ..., 'protonet-1shot', ...]
+    >>> learner = zoo.load("protonet-1shot")       # a ready mlbook.meta.ProtoNet
+    >>> zoo.info("protonet-1shot")["test"]          # accuracies measured after training
 
 Loading checks the file's sha256 against the recorded one and reads it with
 ``torch.load(weights_only=True)``; a missing or altered file, an unknown name or a state dict
