@@ -1,13 +1,17 @@
 """Figures the chapters share: learning curves with confidence bands, few-shot fits, and a
-diagram of which blocks of a network train and which are frozen.
+diagram of which blocks of a network train and which are frozen; and :func:`show_source`,
+which shows a function's code in a notebook.
 
-Every function draws on a Matplotlib ``Axes`` it is given (so chapters compose their own
-grids), labels the axes, and returns the ``Axes``. Nothing here calls ``plt.show()``.
+Every plotting function draws on a Matplotlib ``Axes`` it is given (so chapters compose their
+own grids), labels the axes, and returns the ``Axes``. Nothing here calls ``plt.show()``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import ast
+import inspect
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -383,3 +387,30 @@ def plot_episode(episode, task: int = 0, fig=None, max_queries: int | None = Non
             if part is parts[0]:
                 axes[label][0].set_ylabel(f"label {label}", rotation=0, ha="right", va="center")
     return fig
+
+
+class SourceListing(str):
+    """Python source that a notebook displays as a code block (it has ``_repr_markdown_``)."""
+
+    def _repr_markdown_(self) -> str:
+        return f"```python\n{self}\n```"
+
+
+def show_source(*functions: Callable) -> SourceListing:
+    """The code of ``functions`` as a reader needs it: signature and body, no docstring.
+
+    The last expression of a notebook cell, ``show_source(ProtoNet.adapt, ProtoNet.predict)``,
+    shows the code that the chapter's text explains, read from the installed package, so the
+    book can never show other code than the one it runs.
+    """
+    if not functions:
+        raise ValueError("give at least one function, e.g. show_source(MAML.meta_loss)")
+    shown = []
+    for function in functions:
+        source = textwrap.dedent(inspect.getsource(function))
+        lines = source.splitlines()
+        first = ast.parse(source).body[0].body[0]
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+            del lines[first.lineno - 1:first.end_lineno]  # the docstring
+        shown.append("\n".join(lines))
+    return SourceListing("\n\n".join(shown))

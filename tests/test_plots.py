@@ -13,6 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
+from mlbook import plots  # noqa: E402
 from mlbook.models import Conv4  # noqa: E402
 from mlbook.plots import (  # noqa: E402
     BLOCK_COLOURS,
@@ -193,3 +194,17 @@ def test_plot_trainable_blocks_rejects_unknown_names():
         plot_trainable_blocks(ax, model, cached=["stem"])
     with pytest.raises(ValueError, match="no blocks with parameters"):
         plot_trainable_blocks(ax, torch.nn.ReLU())
+
+
+def _documented(x: int) -> int:
+    """A docstring that the listing leaves out."""
+    return x + 1  # the body stays
+
+
+def test_show_source_drops_the_docstring_and_renders_as_a_python_block():
+    listing = plots.show_source(_documented, plots.show_source)
+    assert "def _documented(x: int) -> int:" in listing and "return x + 1" in listing
+    assert "leaves out" not in listing and "def show_source(" in listing
+    assert listing._repr_markdown_().startswith("```python\ndef _documented")
+    with pytest.raises(ValueError, match="at least one function"):
+        plots.show_source()
