@@ -36,6 +36,9 @@ def test_every_shipped_model_is_complete_and_loads():
         network = learner.encoder if isinstance(learner, ProtoNet) else learner.model
         assert isinstance(network, torch.nn.Module)
     assert total <= 15 * 2**20, f"the zoo's weights take {total} bytes, more than 15 MB"
+    # one model per method, and one that never saw Lake's evaluation alphabets
+    assert {zoo.info(name)["method"] for name in names} == set(zoo.METHODS)
+    assert "lake-background" in {zoo.info(name)["split"] for name in names}
 
 
 def fake_zoo(tmp_path: Path, monkeypatch, method: str = "protonet", learner=None) -> Path:
