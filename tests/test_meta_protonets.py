@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlbook.data import Episode
-from mlbook.meta import ProtoNet, prototypes, squared_distances
+from mlbook.data import Episode, fixed_episodes
+from mlbook.meta import ProtoNet, embed_classes, episode_scores, prototypes, squared_distances
 
 
 def test_prototypes_are_class_means():
@@ -57,3 +57,18 @@ def test_bad_labels_raise():
         prototypes(torch.randn(3, 2), torch.tensor([0, 0, 2]), 3)
     with pytest.raises(ValueError, match="0..1"):
         prototypes(torch.randn(3, 2), torch.tensor([0, 1, 5]), 2)
+
+
+def test_embed_classes_gives_the_scores_of_the_encoder_on_the_images():
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),
+                            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    encoder(torch.randn(64, 1, 12, 12))  # move the running statistics away from 0 and 1
+    images = torch.randn(12, 6, 1, 12, 12)
+    embedded = embed_classes(encoder.train(), images, batch_size=7)
+    assert embedded.shape == (12, 6, 8, 1, 1) and encoder.training  # the mode is restored
+    direct = episode_scores(ProtoNet(encoder), fixed_episodes(images, 4, 2, 3, 10, seed=3))
+    shortcut = episode_scores(ProtoNet(nn.Flatten()), fixed_episodes(embedded, 4, 2, 3, 10, seed=3))
+    assert torch.equal(direct, shortcut)
+    with pytest.raises(ValueError, match="classes, per_class"):
+        embed_classes(encoder, images[0])

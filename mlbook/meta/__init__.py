@@ -18,7 +18,7 @@ from mlbook.meta.functional import functional_forward
 from mlbook.meta.inner_loop import inner_update
 from mlbook.meta.learner import MetaLearner, check_batch_norm, score_name
 from mlbook.meta.maml import MAML
-from mlbook.meta.protonets import ProtoNet, prototypes, squared_distances
+from mlbook.meta.protonets import ProtoNet, embed_classes, prototypes, squared_distances
 from mlbook.meta.reptile import Reptile
 from mlbook.meta.train import episode_scores, evaluate, meta_train
 
@@ -26,6 +26,7 @@ __all__ = [
     "MAML",
     "MetaLearner",
     "ProtoNet",
+    "embed_classes",
     "Reptile",
     "check_batch_norm",
     "episode_scores",

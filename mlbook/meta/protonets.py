@@ -135,3 +135,29 @@ class ProtoNet(nn.Module):
         """Query accuracy per task ``[T]`` (``steps`` is ignored: nothing adapts)."""
         logits = self.logits(episode)
         return (logits.argmax(-1) == episode.query_y).float().mean(1).cpu()
+
+
+def embed_classes(encoder: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Every image of ``images [classes, per_class, C, H, W]`` embedded once, in eval mode.
+
+    Returns ``[classes, per_class, D, 1, 1]``: "images" of ``D`` channels, so that
+    :func:`mlbook.data.fixed_episodes` draws from it exactly the episodes it draws from
+    ``images``, and ``ProtoNet(nn.Flatten())`` scores them. A ProtoNet's embedding of an image
+    does not depend on the episode it appears in (eval-mode batch norm uses running
+    statistics), so scoring many episodes this way gives the scores of ``ProtoNet(encoder)``
+    on the images at the cost of one pass over the images.
+    """
+    if images.ndim != 5:
+        raise ValueError(f"images must be [classes, per_class, C, H, W], got {tuple(images.shape)}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    was_training = encoder.training
+    encoder.eval()
+    flat = images.flatten(0, 1)
+    try:
+        with torch.no_grad():
+            z = torch.cat([encoder(flat[start:start + batch_size])
+                           for start in range(0, len(flat), batch_size)])
+    finally:
+        encoder.train(was_training)
+    return z.reshape(*images.shape[:2], -1, 1, 1)
