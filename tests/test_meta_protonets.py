@@ -72,3 +72,20 @@ def test_embed_classes_gives_the_scores_of_the_encoder_on_the_images():
     assert torch.equal(direct, shortcut)
     with pytest.raises(ValueError, match="classes, per_class"):
         embed_classes(encoder, images[0])
+
+
+def test_classify_is_the_nearest_prototype_in_eval_mode_and_restores_the_mode():
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.BatchNorm1d(3))
+    encoder[2].running_mean.fill_(5.0)  # eval mode uses these; batch statistics would not
+    net = ProtoNet(encoder).train()
+    sx, sy, x = torch.randn(6, 1, 2, 2), torch.tensor([0, 0, 1, 1, 2, 2]), torch.randn(9, 1, 2, 2)
+    encoder.eval()
+    zs, zx = encoder(sx), encoder(x)
+    means = torch.stack([zs[sy == c].mean(0) for c in range(3)])
+    expected = torch.cdist(zx, means).argmin(1)
+    encoder.train()
+    assert torch.equal(net.classify(sx, sy, x), expected)
+    assert net.training and encoder.training  # the caller's mode is kept
+    one_each = net.classify(sx, torch.arange(6), x)  # Lake's runs: each image its own class
+    assert one_each.shape == (9,) and int(one_each.max()) < 6

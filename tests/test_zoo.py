@@ -100,6 +100,19 @@ def test_a_pickle_that_is_not_a_state_dict_is_refused(tmp_path, monkeypatch):
         zoo.load("m")
 
 
+@pytest.mark.parametrize("flag", ["--steps", "--test-episodes"])
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_train_zoo_refuses_counts_below_one(flag, value, tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    sys.modules.pop("train_zoo", None)
+    import train_zoo
+
+    with pytest.raises(SystemExit):
+        train_zoo.main(["anil-5w1s", flag, value, "--out", str(tmp_path), "--allow-dirty"])
+    assert f"{flag} must be at least 1, got {value}" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
 @pytest.mark.slow
 def test_train_zoo_writes_a_loadable_model_with_its_record(tmp_path, monkeypatch, shared_data):
     monkeypatch.setenv("MLBOOK_DATA", str(shared_data))

@@ -131,6 +131,22 @@ class ProtoNet(nn.Module):
         return -squared_distances(self.encoder(x), adapted)
 
     @torch.no_grad()
+    def classify(self, support_x: torch.Tensor, support_y: torch.Tensor,
+                 x: torch.Tensor) -> torch.Tensor:
+        """Class ids ``[B]`` of ``x``: the nearest prototype of one task's support set.
+
+        The test-time rule in one call, in eval mode (the module's mode is restored). With
+        ``support_y = torch.arange(len(support_x))`` every support image is its own class, as
+        in Lake's one-shot runs (:func:`mlbook.data.score_one_shot_runs`).
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            return self.predict(self.adapt(support_x, support_y), x).argmax(1)
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
     def task_scores(self, episode, steps: int | None = None) -> torch.Tensor:
         """Query accuracy per task ``[T]`` (``steps`` is ignored: nothing adapts)."""
         logits = self.logits(episode)
