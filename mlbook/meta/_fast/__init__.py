@@ -1,5 +1,6 @@
-"""The speed machinery behind ``MAML(fast=True)``, ``Reptile(fast=True)`` and ProtoNets' CPU
-forward; private: the algorithms in :mod:`mlbook.meta` read without it.
+"""The speed machinery behind ``MAML(fast=True)`` and ``Reptile(fast=True)``; private: the
+algorithms in :mod:`mlbook.meta` read without it. (``ProtoNet`` does not use it: its encoder
+keeps running statistics in batch norm, which the interpreter does not update.)
 
 * :mod:`~mlbook.meta._fast.interpreter`: a module's forward interpreted op by op (thread-safe)
   in a CPU-friendly layout;
