@@ -13,7 +13,7 @@ from conftest import REPO
 import mlbook
 from mlbook.data import lake_split, load_omniglot, omniglot_standard_split, standard_split_ids
 from mlbook.data._omniglot_format import alphabet_table, ink_from_raw
-from mlbook.data.omniglot import NPZ_SHA256, rotate_classes
+from mlbook.data.omniglot import CACHE_FORMAT, NPZ_SHA256, rotate_classes
 
 DATA = os.environ.get("MLBOOK_DATA") or str(REPO.parent / "shared" / "data")
 
@@ -91,7 +91,15 @@ def test_second_load_comes_from_the_cache(splits, omniglot_env, monkeypatch):
     monkeypatch.setenv("MLBOOK_DATA", omniglot_env)
     again = load_omniglot("background")
     assert torch.equal(again.images, splits[0].images)
-    assert torch.equal(torch.load(cached, weights_only=True), splits[0].images)
+    saved = torch.load(cached, weights_only=True)
+    assert saved["format"] == CACHE_FORMAT and torch.equal(saved["images"], splits[0].images)
+
+
+def test_a_cache_of_another_format_is_rebuilt(splits, omniglot_env):
+    cached = mlbook.cache_dir("omniglot") / "evaluation_28.pt"
+    torch.save(torch.zeros_like(splits[1].images), cached)  # right shape, older format
+    assert torch.equal(load_omniglot("evaluation").images, splits[1].images)
+    assert torch.load(cached, weights_only=True)["format"] == CACHE_FORMAT  # rewritten
 
 
 def test_lake_split(splits):

@@ -122,6 +122,11 @@ def load_raw_omniglot(split: str, root: str | Path | None = None, download: bool
     return raw
 
 
+# Version of the cached tensors' format: raise it whenever the pipeline from the raw npz to the
+# cached images changes (resizing, ink convention), so that old caches are rebuilt.
+CACHE_FORMAT = 1
+
+
 def load_omniglot(split: str = "background", image_size: int = 28,
                   root: str | Path | None = None, download: bool | None = None) -> OmniglotSplit:
     """Load one of Lake's Omniglot splits as float ink images, resized and cached.
@@ -147,21 +152,26 @@ def load_omniglot(split: str = "background", image_size: int = 28,
     Notes
     -----
     The first call verifies the npz checksum, resizes all images (a few seconds) and saves
-    ``cache_dir("omniglot")/{split}_{S}.pt``; later calls load that file
-    (``torch.load(weights_only=True)``), which takes a fraction of a second.
+    ``cache_dir("omniglot")/{split}_{S}.pt`` (with :data:`CACHE_FORMAT`); later calls load
+    that file (``torch.load(weights_only=True)``), which takes a fraction of a second, and
+    rebuild it if its format or shape is not the expected one.
     """
     check_split(split)
     check_image_size(image_size)
     cached = cache_dir("omniglot") / f"{split}_{image_size}.pt"
     images = None
     if cached.is_file():
-        images = torch.load(cached, weights_only=True, map_location="cpu")
+        saved = torch.load(cached, weights_only=True, map_location="cpu")
         expected = (NUM_CHARACTERS[split], DRAWERS, 1, image_size, image_size)
-        if not isinstance(images, torch.Tensor) or tuple(images.shape) != expected:
-            images = None  # stale or foreign file: rebuild it below rather than trust it
+        if (isinstance(saved, dict) and saved.get("format") == CACHE_FORMAT
+                and isinstance(saved.get("images"), torch.Tensor)
+                and tuple(saved["images"].shape) == expected):
+            images = saved["images"]
+        # else: made by another version of this code, or foreign: rebuild it, don't trust it
     if images is None:
         images = ink_from_raw(load_raw_omniglot(split, root, download), image_size)
-        atomic_write(cached, lambda tmp: torch.save(images, tmp))
+        atomic_write(cached, lambda tmp: torch.save({"format": CACHE_FORMAT, "images": images},
+                                                    tmp))
     return OmniglotSplit(images=images, alphabet=alphabet_names(split), split=split)
 
 
