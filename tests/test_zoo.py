@@ -163,3 +163,19 @@ def test_train_zoo_transfer_recipe_trains_a_classifier_and_resumes_its_curve(
     assert [c["step"] for c in second["curve"]] == [2, 4]
     assert second["curve"][0] == first["curve"][0]
     assert zoo.info("transfer")["method"] == "transfer" and zoo.info("transfer")["steps"] == 4
+
+
+def test_readme_zoo_table_is_generated_from_the_index(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from zoo_table import readme_with_table, zoo_table
+
+    readme = (REPO / "README.md").read_text()
+    table = zoo_table(json.loads((REPO / "mlbook" / "zoo" / "models.json").read_text()))
+    assert readme_with_table(readme, table) == readme, (
+        "README.md's zoo table is stale: run python benchmarks/zoo_table.py --write")
+    index = {"m": {"method": "maml", "split": "standard", "steps": 1234, "train_seconds": 600,
+                   "test": {"5w1s": {"acc": 0.5, "ci95": 0.01}}, "test_episodes": 50}}
+    assert zoo_table(index).splitlines()[-1] == (
+        "| `m` | maml | standard | 1,234 | 10 | 5w1s 50.00 ± 1.00 (50 episodes) |")
+    with pytest.raises(ValueError, match="markers"):
+        readme_with_table("no markers here", table)
