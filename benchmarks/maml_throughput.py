@@ -26,7 +26,9 @@ installed Cython and builds it (plus ``gym``, which it imports).
 The last line printed is JSON with ``ratio_vs_fastest_peer`` per order: (median time of the
 fastest peer) / (median time of mlbook); above 1 means mlbook is faster.
 
-Run: ``python benchmarks/maml_throughput.py [--iters 5] [--warmup 1] [--markdown PATH]``.
+Run: ``python benchmarks/maml_throughput.py [--iters 5] [--warmup 1] [--markdown PATH]``;
+``--memory-repeats N`` measures only peak memory, as the median of ``N`` fresh processes per
+contender and order.
 """
 
 from __future__ import annotations
@@ -239,11 +241,19 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--mem-iters", type=int, default=2)
     parser.add_argument("--markdown", type=Path, default=None, help="write a results file")
+    parser.add_argument("--memory-repeats", type=int, default=None,
+                        help="only measure peak memory, in this many fresh processes per "
+                             "contender and order (no timing)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--first-order", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.first_order, args.iters)
+        return
+    if args.memory_repeats is not None:
+        if args.memory_repeats < 1 or args.mem_iters < 1:
+            parser.error("--memory-repeats and --mem-iters must be at least 1")
+        memory_only(args.memory_repeats, args.mem_iters, args.markdown)
         return
 
     torch.set_num_threads(2)
@@ -293,22 +303,52 @@ def main() -> None:
     line = json.dumps(result)
     print(line)
     if args.markdown:
-        md = [
-            "# MAML meta-iteration throughput on CPU (Omniglot 5-way 1-shot, meta-batch 32)", "",
-            f"- command: `python {' '.join(sys.argv)}`",
-            f"- commit: `{sh('git rev-parse HEAD')}`",
-            f"- machine: `{cpu_model()}`, torch "
-            f"{torch.__version__}, 2 intra-op threads for every contender",
-            f"- load before (`uptime`): `{uptime_before}`",
-            f"- load after (`uptime`): `{sh('uptime')}`",
-            "- the machine is shared with other jobs; contenders alternate within each round so "
-            "load changes hit all of them; only ratios from one run mean anything.",
-            "- workload: "
-            + __doc__.split("Workload")[1].split("Timing")[0].strip().replace("\n", " "),
-            "", *table, "", "```json", line, "```",
-        ]
+        md = ["# MAML meta-iteration throughput on CPU (Omniglot 5-way 1-shot, meta-batch 32)",
+              "", *provenance(uptime_before), "", *table, "", "```json", line, "```"]
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text("\n".join(md) + "\n")
+
+
+def provenance(uptime_before: str) -> list[str]:
+    """The results file's lines on command, commit, machine, load and workload."""
+    return [
+        f"- command: `python {' '.join(sys.argv)}`",
+        f"- commit: `{sh('git rev-parse HEAD')}`",
+        f"- machine: `{cpu_model()}`, torch {torch.__version__}, 2 intra-op threads for every "
+        "contender",
+        f"- load before (`uptime`): `{uptime_before}`",
+        f"- load after (`uptime`): `{sh('uptime')}`",
+        "- the machine is shared with other jobs; contenders alternate within each round so "
+        "load changes hit all of them; only ratios from one run mean anything.",
+        "- workload: " + __doc__.split("Workload")[1].split("Timing")[0].strip().replace("\n", " "),
+    ]
+
+
+def memory_only(repeats: int, mem_iters: int, markdown: Path | None) -> None:
+    """Peak RSS of ``repeats`` fresh processes per contender and order, contenders in turn;
+    the median and every sample (one process's peak moves by tens of MiB run to run)."""
+    uptime_before = sh("uptime")
+    names = available()
+    table = ["| order | implementation | median peak RSS (MiB) | samples (MiB) |",
+             "|---|---|---:|---|"]
+    for first_order in (False, True):
+        samples: dict[str, list[float]] = {n: [] for n in names}
+        for _ in range(repeats):
+            for n in names:  # in turn, as the timing rounds
+                samples[n].append(peak_rss_mib(n, first_order, mem_iters))
+        order = "first" if first_order else "second"
+        for n in names:
+            table.append(f"| {order} | {n} | {statistics.median(samples[n]):.0f} | "
+                         f"{[round(m) for m in samples[n]]} |")
+            print(table[-1], flush=True)
+    if markdown:
+        md = ["# MAML meta-iteration peak memory on CPU (Omniglot 5-way 1-shot, meta-batch 32)",
+              "", *provenance(uptime_before),
+              f"- peak memory: {repeats} fresh processes per contender and order, each running "
+              f"{mem_iters} meta-iterations and reporting its peak resident set size (`VmHWM`, "
+              "which includes the Python + torch process itself)", "", *table]
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text("\n".join(md) + "\n")
 
 
 if __name__ == "__main__":
