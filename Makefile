@@ -37,8 +37,8 @@ book: $(STAMP)
 	MLBOOK_HTML=_build/html $(BIN)/pytest -q -p no:cacheprovider tests/test_rendered_html.py
 	@echo "Open _build/html/index.html"
 
-## test: unit tests, every notebook under nbval, and a strict (warnings-as-errors) build
-test: unit nbval strict
+## test: ruff, unit tests, every notebook under nbval, and a strict (warnings-as-errors) build
+test: lint unit nbval strict
 
 unit: $(STAMP)
 	$(BIN)/pytest tests -q
