@@ -76,7 +76,8 @@ RECIPES: dict[str, dict] = {
 # inner lr 0.4, one inner step in training and three at test), on 5-way 1-shot episodes with
 # 15 queries per class; meta-batch 8 (Finn et al.: 32) and Adam 2e-3 halved twice. The
 # number of steps is what one thread of the 2-core machine does in 20-36 minutes (measured:
-# about 1.05 s a step for MAML and Meta-SGD, 0.75 for FOMAML, 0.9 for ANIL). FOMAML and ANIL
+# about 1.05 s a step for MAML and Meta-SGD, 0.9 for ANIL, 0.75 for FOMAML with one inner
+# step and 0.94 with five). FOMAML and ANIL
 # first had 1,000 steps (12 and 15 minutes) and were still learning; they were retrained with
 # about 35 minutes each (see benchmarks/results/zoo/ for the curves).
 _MAML = dict(split="standard", n_way=5, k_shot=1, train_way=5, train_shot=1, train_queries=15,
@@ -149,9 +150,7 @@ def test_scores(learner, recipe: dict, test: torch.Tensor, inner_steps: int | No
         scores[f"{n_way}w{k_shot}s"] = {"acc": round(acc, 5), "ci95": round(ci, 5)}
         print(f"test {n_way}-way {k_shot}-shot: {100 * acc:.2f} +- {100 * ci:.2f}%", flush=True)
     if recipe["split"] == "lake-background":
-        error = score_one_shot_runs(  # each of a run's 20 training drawings is its own class
-            lambda training, items: learner.classify(training, torch.arange(len(training)), items),
-            load_one_shot_runs(28))
+        error = score_one_shot_runs(learner.classify, load_one_shot_runs(28))
         scores["lake_runs_error"] = round(error, 5)
         print(f"Lake's 20 one-shot runs: {100 * error:.2f}% error", flush=True)
     return scores

@@ -85,7 +85,8 @@ def test_classify_is_the_nearest_prototype_in_eval_mode_and_restores_the_mode():
     means = torch.stack([zs[sy == c].mean(0) for c in range(3)])
     expected = torch.cdist(zx, means).argmin(1)
     encoder.train()
-    assert torch.equal(net.classify(sx, sy, x), expected)
+    assert torch.equal(net.classify(sx, x, sy), expected)
     assert net.training and encoder.training  # the caller's mode is kept
-    one_each = net.classify(sx, torch.arange(6), x)  # Lake's runs: each image its own class
+    one_each = net.classify(sx, x)  # Lake's runs: each support image its own class
+    assert torch.equal(one_each, net.classify(sx, x, torch.arange(6)))
     assert one_each.shape == (9,) and int(one_each.max()) < 6

@@ -131,14 +131,17 @@ class ProtoNet(nn.Module):
         return -squared_distances(self.encoder(x), adapted)
 
     @torch.no_grad()
-    def classify(self, support_x: torch.Tensor, support_y: torch.Tensor,
-                 x: torch.Tensor) -> torch.Tensor:
+    def classify(self, support_x: torch.Tensor, x: torch.Tensor,
+                 support_y: torch.Tensor | None = None) -> torch.Tensor:
         """Class ids ``[B]`` of ``x``: the nearest prototype of one task's support set.
 
-        The test-time rule in one call, in eval mode (the module's mode is restored). With
-        ``support_y = torch.arange(len(support_x))`` every support image is its own class, as
-        in Lake's one-shot runs (:func:`mlbook.data.score_one_shot_runs`).
+        The test-time rule in one call, in eval mode (the module's mode is restored).
+        ``support_y=None`` makes every support image its own class, as in Lake's one-shot
+        runs: ``score_one_shot_runs(protonet.classify, runs)``
+        (:func:`mlbook.data.score_one_shot_runs`).
         """
+        if support_y is None:
+            support_y = torch.arange(len(support_x), device=support_x.device)
         was_training = self.training
         self.eval()
         try:
