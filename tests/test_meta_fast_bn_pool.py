@@ -203,3 +203,20 @@ def test_large_planes_keep_int64_positions():
     want = torch.autograd.grad((two_ops(x, weight, bias) * probe).sum(), (x, weight, bias))
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_both_ops_report_the_statistics_they_normalised_with(small_slices):
+    """What ProtoNet's fast path updates running averages from: the input's (the convolution
+    output's, bias included) per-channel mean, biased variance and count."""
+    image, conv_weight, conv_bias, weight, bias = (t.detach() for t in conv_inputs())
+    x = F.conv2d(image, conv_weight, conv_bias, *CONV)
+    var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+    seen = []
+    batch_norm_max_pool(x, weight, bias, on_statistics=lambda *s: seen.append(s))
+    conv_batch_norm_max_pool(image, conv_weight, conv_bias, weight, bias, 1e-5, CONV,
+                             on_statistics=lambda *s: seen.append(s))
+    assert len(seen) == 2
+    for got_mean, got_var, count in seen:
+        torch.testing.assert_close(got_mean, mean, rtol=0, atol=1e-12)
+        torch.testing.assert_close(got_var, var, rtol=0, atol=1e-12)
+        assert count == x.numel() // x.shape[1]

@@ -90,3 +90,63 @@ def test_classify_is_the_nearest_prototype_in_eval_mode_and_restores_the_mode():
     one_each = net.classify(sx, x)  # Lake's runs: each support image its own class
     assert torch.equal(one_each, net.classify(sx, x, torch.arange(6)))
     assert one_each.shape == (9,) and int(one_each.max()) < 6
+
+
+def _train_copies(encoder: nn.Module, steps: int = 3):
+    """The same ProtoNet trained ``steps`` SGD steps with and without the fast path."""
+    import copy
+
+    from mlbook.data import EpisodeSampler
+    nets = [ProtoNet(copy.deepcopy(encoder), fast=fast).train() for fast in (True, False)]
+    g = torch.Generator().manual_seed(1)
+    images = torch.rand(12, 4, 1, 16, 16, generator=g, dtype=torch.float64)
+    sampler = EpisodeSampler(images, 6, 1, 3, num_tasks=2, seed=0)
+    episodes = [next(sampler) for _ in range(steps)]
+    for net in nets:
+        # SGD, not Adam: a convolution's bias before batch norm has a gradient of exactly
+        # zero on the fast path and of rounding noise (1e-17) on the module's; Adam would
+        # scale that noise up to full-size steps (which change nothing the net computes).
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        for episode in episodes:
+            opt.zero_grad()
+            net.meta_loss(episode)[0].backward()
+            opt.step()
+    return nets
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_fast_path_trains_conv4_exactly_as_the_module_forward(momentum):
+    """Parameters and batch-norm running averages after three steps, in float64."""
+    from mlbook.models import Conv4
+    torch.manual_seed(0)
+    encoder = Conv4(1, hidden=8, num_classes=None, image_size=16).double()
+    for m in encoder.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = momentum
+    fast, plain = _train_copies(encoder)
+    assert fast._fast_encoder[1] is not None  # it did take the fast path
+    for (name, a), b in zip(fast.state_dict().items(), plain.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10, msg=name)
+    assert int(fast.state_dict()["encoder.features.0.1.num_batches_tracked"]) == 3
+    # and eval mode (running averages) gives the same embeddings
+    x = torch.rand(5, 1, 16, 16, dtype=torch.float64)
+    torch.testing.assert_close(fast.eval().encoder(x), plain.eval().encoder(x), rtol=0,
+                               atol=1e-10)
+
+
+def test_fast_path_keeps_batch_norm_1d_and_falls_back_for_unknown_layers():
+    torch.manual_seed(0)
+    known = nn.Sequential(nn.Flatten(), nn.Linear(256, 8), nn.BatchNorm1d(8), nn.ReLU())
+    fast, plain = _train_copies(known.double())
+    for a, b in zip(fast.state_dict().values(), plain.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    unknown = nn.Sequential(nn.Flatten(), nn.Linear(256, 8), nn.Dropout(0.0))
+    fast, plain = _train_copies(unknown.double())
+    assert fast._fast_encoder[1] is None  # the module's own forward
+    for a, b in zip(fast.state_dict().values(), plain.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_fast_must_be_a_bool():
+    with pytest.raises(ValueError, match="fast must be True or False"):
+        ProtoNet(nn.Flatten(), fast="yes")

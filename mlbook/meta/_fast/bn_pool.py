@@ -35,6 +35,8 @@ first element of the window.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
@@ -44,6 +46,9 @@ from torch.nn.modules.utils import _pair
 _CHUNK_VALUES = 1 << 19
 
 Pool = tuple  # (kernel_size, stride, padding, dilation, ceil_mode), as F.max_pool2d takes them
+# Told the batch statistics an op normalised with: ``(mean, biased variance, count)`` per
+# channel, detached. ProtoNet's fast path updates batch norm's running averages from them.
+StatisticsHook = Callable[[torch.Tensor, torch.Tensor, int], None]
 
 
 def _batch_slices(samples: int, values_per_sample: int) -> list[slice]:
@@ -204,8 +209,10 @@ def _create_graph_backward(reference, inputs, needs, grad_out, trailing: int):
 
 class _BatchNormMaxPool(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, pool, eps):
+    def forward(ctx, x, weight, bias, pool, eps, on_statistics):
         mean, var = channel_mean_var(x)
+        if on_statistics is not None:
+            on_statistics(mean.clone(), var.clone(), x.numel() // x.shape[1])
         pooled, positions = _empty_pooled(x.shape, pool, x)
         _pool_into(x, _negative_channels(weight), pool, pooled, positions)
         out, centred, invstd = _normalise(pooled, mean, var, weight, bias, eps)
@@ -220,18 +227,19 @@ class _BatchNormMaxPool(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph: autograd differentiates the same function
             return _create_graph_backward(
                 lambda: _reference(x, weight, bias, positions, ctx.eps),
-                (x, weight, bias), needs, grad_out, trailing=2)
+                (x, weight, bias), needs, grad_out, trailing=3)
         grad_weight, grad_bias, grad_pooled, slope, shift = _statistics_gradients(
             grad_out, centred, weight, invstd, x.numel() // x.shape[1])
         grad_x = None
         if needs[0]:
             grad_x = _input_gradient(grad_pooled, x, positions, ctx.pool, mean, slope, shift)
-        return grad_x, grad_weight, grad_bias, None, None
+        return grad_x, grad_weight, grad_bias, None, None, None
 
 
 def batch_norm_max_pool(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
                         eps: float = 1e-5, kernel_size=2, stride=None, padding=0, dilation=1,
-                        ceil_mode: bool = False) -> torch.Tensor:
+                        ceil_mode: bool = False, on_statistics: StatisticsHook | None = None
+                        ) -> torch.Tensor:
     """``F.max_pool2d(F.batch_norm(x, None, None, weight, bias, training=True, eps=eps), ...)``.
 
     Parameters
@@ -242,6 +250,9 @@ def batch_norm_max_pool(x: torch.Tensor, weight: torch.Tensor | None, bias: torc
         ``[C]`` batch-norm scale ``gamma`` and shift ``beta``, or ``None`` (non-affine).
     eps, kernel_size, stride, padding, dilation, ceil_mode
         As for ``F.batch_norm`` and ``F.max_pool2d`` (``stride=None`` means ``kernel_size``).
+    on_statistics
+        Called once in the forward pass with the per-channel mean, biased variance and count
+        that ``x`` was normalised with (detached), e.g. to update running averages.
 
     Returns
     -------
@@ -253,7 +264,7 @@ def batch_norm_max_pool(x: torch.Tensor, weight: torch.Tensor | None, bias: torc
     weight = x.new_ones(x.shape[1]) if weight is None else weight
     bias = x.new_zeros(x.shape[1]) if bias is None else bias
     pool = (kernel_size, stride, padding, dilation, ceil_mode)
-    return _BatchNormMaxPool.apply(x, weight, bias, pool, eps)
+    return _BatchNormMaxPool.apply(x, weight, bias, pool, eps, on_statistics)
 
 
 # ----------------------------------------------------------- with the first convolution
@@ -302,7 +313,8 @@ class _ConvBatchNormMaxPool(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, image, conv_weight, conv_bias, weight, bias, conv, pool, eps):
+    def forward(ctx, image, conv_weight, conv_bias, weight, bias, conv, pool, eps,
+                on_statistics):
         patches, height, width = image_patches(image, conv_weight.shape[2:], *conv)
         w2 = patch_weights(conv_weight)  # [K, O]
         out_channels = w2.shape[1]
@@ -323,6 +335,9 @@ class _ConvBatchNormMaxPool(torch.autograd.Function):
         n = sum(counts)
         mean = (count * slice_means).sum(0) / n
         var = (torch.stack(sq_devs).sum(0) + (count * (slice_means - mean) ** 2).sum(0)) / n
+        if on_statistics is not None:  # the convolution's output includes its bias
+            on_statistics(mean.clone() if conv_bias is None else mean + conv_bias.detach(),
+                          var.clone(), n)
         out, centred, invstd = _normalise(pooled, mean, var, weight, bias, eps)
         # The patches are recomputed in the backward pass (cheap) rather than kept.
         ctx.save_for_backward(image, conv_weight, conv_bias, weight, bias, positions, centred,
@@ -340,7 +355,7 @@ class _ConvBatchNormMaxPool(torch.autograd.Function):
                 x = F.conv2d(image, conv_weight, conv_bias, *ctx.conv)
                 return _reference(x, weight, bias, positions, ctx.eps)
             return _create_graph_backward(reference, (image, conv_weight, conv_bias, weight,
-                                                      bias), needs, grad_out, trailing=3)
+                                                      bias), needs, grad_out, trailing=4)
 
         patches, height, width = image_patches(image, conv_weight.shape[2:], *ctx.conv)
         grad_weight, grad_bias, grad_pooled, slope, shift = _statistics_gradients(
@@ -363,14 +378,15 @@ class _ConvBatchNormMaxPool(torch.autograd.Function):
                                 conv_weight.shape[2:], dilation, padding, stride)
         grad_conv_bias = torch.zeros_like(conv_bias) if needs[2] else None
         return (grad_image, grad_w2.t().reshape(conv_weight.shape), grad_conv_bias,
-                grad_weight, grad_bias, None, None, None)
+                grad_weight, grad_bias, None, None, None, None)
 
 
 def conv_batch_norm_max_pool(image: torch.Tensor, conv_weight: torch.Tensor,
                              conv_bias: torch.Tensor | None, weight: torch.Tensor | None,
                              bias: torch.Tensor | None, eps: float = 1e-5,
                              conv: tuple = ((1, 1), (0, 0), (1, 1)),
-                             pool: Pool = (2, 2, 0, 1, False)) -> torch.Tensor:
+                             pool: Pool = (2, 2, 0, 1, False),
+                             on_statistics: StatisticsHook | None = None) -> torch.Tensor:
     """``max_pool(batch_norm(conv2d(image)))`` without a full-size activation.
 
     Parameters
@@ -387,6 +403,8 @@ def conv_batch_norm_max_pool(image: torch.Tensor, conv_weight: torch.Tensor,
         ``(stride, padding, dilation)`` of the convolution, each a pair of ints.
     pool
         ``(kernel_size, stride, padding, dilation, ceil_mode)`` as ``F.max_pool2d`` takes them.
+    on_statistics
+        As for :func:`batch_norm_max_pool`: the statistics of the convolution's output.
 
     Returns
     -------
@@ -399,4 +417,4 @@ def conv_batch_norm_max_pool(image: torch.Tensor, conv_weight: torch.Tensor,
     weight = image.new_ones(conv_weight.shape[0]) if weight is None else weight
     bias = image.new_zeros(conv_weight.shape[0]) if bias is None else bias
     return _ConvBatchNormMaxPool.apply(image, conv_weight, conv_bias, weight, bias, conv, pool,
-                                       eps)
+                                       eps, on_statistics)

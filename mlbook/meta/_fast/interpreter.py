@@ -24,11 +24,14 @@ compare against the module's own forward and gradients in float64, to second ord
   means first keeps the channels-last kernel's float32 sums accurate.
 
 Batch norm always normalises with the statistics of the batch it sees (the rule of
-:mod:`mlbook.meta.learner`); running averages are neither used nor updated.
+:mod:`mlbook.meta.learner`); running averages are neither used nor updated here. A caller
+that keeps them (ProtoNet's training, :mod:`mlbook.meta._fast.encoder`) passes
+``on_statistics`` and is told each batch norm's batch mean, variance and count.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -46,6 +49,8 @@ from mlbook.meta._fast.bn_pool import (
 from mlbook.models.conv4 import Conv4
 
 Params = dict[str, torch.Tensor]
+# ``(prefix, mean, biased variance, count)`` of each batch norm's input, e.g. "features.0.1."
+StatisticsHook = Callable[[str, torch.Tensor, torch.Tensor, int], None]
 SUPPORTED = ("nn.Sequential trees of Linear, Conv2d, BatchNorm1d/2d, ReLU, Tanh, Sigmoid, SiLU, "
              "GELU, LeakyReLU, MaxPool2d, Flatten, Identity, and mlbook.models.Conv4")
 # Parameter-free elementwise layers: the function each one computes, read off the module.
@@ -178,24 +183,35 @@ def _conv2d(x: torch.Tensor, params: Params, op: _Op, channels_last: bool) -> to
     return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
 
-def _conv_batch_norm_max_pool(x: torch.Tensor, params: Params, op: _Op) -> torch.Tensor:
+def _bind(hook: StatisticsHook | None, prefix: str):
+    """The per-op statistics hook: ``hook`` told which batch norm the numbers belong to."""
+    return None if hook is None else partial(hook, prefix)
+
+
+def _conv_batch_norm_max_pool(x: torch.Tensor, params: Params, op: _Op,
+                              hook: StatisticsHook | None) -> torch.Tensor:
     conv, norm = op.config
     has_bias, stride, padding, dilation, _ = conv.config
     weight = params[conv.prefix + "weight"]
     if not _patch_convolution(x, weight, conv):
-        return _batch_norm_max_pool(_conv2d(x, params, conv, True), params, norm)
+        return _batch_norm_max_pool(_conv2d(x, params, conv, True), params, norm, hook)
     affine, eps, *pool = norm.config
     return conv_batch_norm_max_pool(
         x, weight, params[conv.prefix + "bias"] if has_bias else None,
         params[norm.prefix + "weight"] if affine else None,
         params[norm.prefix + "bias"] if affine else None,
-        eps, (stride, padding, dilation), tuple(pool))
+        eps, (stride, padding, dilation), tuple(pool), _bind(hook, norm.prefix))
 
 
-def _batch_norm(x: torch.Tensor, params: Params, op: _Op) -> torch.Tensor:
+def _batch_norm(x: torch.Tensor, params: Params, op: _Op, hook: StatisticsHook | None
+                ) -> torch.Tensor:
     affine, eps = op.config
     w = params[op.prefix + "weight"] if affine else None
     b = params[op.prefix + "bias"] if affine else None
+    if hook is not None:
+        dims = [d for d in range(x.ndim) if d != 1]
+        var, mean = torch.var_mean(x.detach(), dim=dims, correction=0)
+        hook(op.prefix, mean, var, x.numel() // x.shape[1])
     if _is_nhwc(x):
         # Exact (batch norm ignores per-channel shifts) and keeps float32 sums accurate.
         channel_means = x.detach().permute(0, 2, 3, 1).reshape(-1, x.shape[1]).mean(0)
@@ -204,25 +220,26 @@ def _batch_norm(x: torch.Tensor, params: Params, op: _Op) -> torch.Tensor:
     return F.batch_norm(x, None, None, w, b, training=True, momentum=0.0, eps=eps)
 
 
-def _batch_norm_max_pool(x: torch.Tensor, params: Params, op: _Op) -> torch.Tensor:
+def _batch_norm_max_pool(x: torch.Tensor, params: Params, op: _Op,
+                         hook: StatisticsHook | None) -> torch.Tensor:
     affine, eps, *pool = op.config
     w = params[op.prefix + "weight"] if affine else None
     b = params[op.prefix + "bias"] if affine else None
-    return batch_norm_max_pool(x, w, b, eps, *pool)
+    return batch_norm_max_pool(x, w, b, eps, *pool, on_statistics=_bind(hook, op.prefix))
 
 
-def _run(ops: list[_Op], params: Params, x: torch.Tensor, channels_last: bool = False
-         ) -> torch.Tensor:
+def _run(ops: list[_Op], params: Params, x: torch.Tensor, channels_last: bool = False,
+         hook: StatisticsHook | None = None) -> torch.Tensor:
     for op in ops:
         p = op.prefix
         if op.kind == "conv2d":
             x = _conv2d(x, params, op, channels_last)
         elif op.kind == "batch_norm":
-            x = _batch_norm(x, params, op)
+            x = _batch_norm(x, params, op, hook)
         elif op.kind == "batch_norm_max_pool":
-            x = _batch_norm_max_pool(x, params, op)
+            x = _batch_norm_max_pool(x, params, op, hook)
         elif op.kind == "conv_batch_norm_max_pool":
-            x = _conv_batch_norm_max_pool(x, params, op)
+            x = _conv_batch_norm_max_pool(x, params, op, hook)
         elif op.kind == "elementwise":
             x = op.config[0](x)
         elif op.kind == "relu":
@@ -261,10 +278,14 @@ class Interpreter:
         self._ops = _compile(module, "")
         self._fast_ops = _fast_ops(self._ops)
 
-    def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, params: Params, x: torch.Tensor,
+                 on_statistics: StatisticsHook | None = None) -> torch.Tensor:
+        """The forward at ``params``; ``on_statistics(prefix, mean, var, count)``, if given,
+        is called for each batch norm with the (detached) statistics it normalised with:
+        per-channel mean, biased variance, and the number of values per channel."""
         if self.layout and x.device.type == "cpu":
-            return _run(self._fast_ops, params, x, channels_last=True)
-        return _run(self._ops, params, x)
+            return _run(self._fast_ops, params, x, channels_last=True, hook=on_statistics)
+        return _run(self._ops, params, x, hook=on_statistics)
 
     def __repr__(self) -> str:
         return f"Interpreter({type(self.module).__name__}, layout={self.layout})"
