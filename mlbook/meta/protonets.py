@@ -11,8 +11,9 @@ nothing adapts at test time (no inner loop), which is why it is fast.
 
 ``fast=True`` (the default) runs the encoder's training forward through the CPU interpreter
 of :mod:`mlbook.meta._fast` where it knows the encoder (``Conv4``, ``nn.Sequential`` stacks of
-common layers), with the same batch-norm running averages: same function, about 2.4x faster
-for ``Conv4`` on a 60-way episode. ``fast=False`` always calls ``encoder(x)``.
+common layers), with the same batch-norm running averages: same function, about 2.5x faster
+for ``Conv4`` on a 60-way episode (``benchmarks/results/protonet_step.md``). ``fast=False``
+always calls ``encoder(x)``.
 """
 
 from __future__ import annotations

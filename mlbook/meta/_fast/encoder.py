@@ -4,7 +4,8 @@ norm's running averages kept as the module's own forward keeps them.
 A ProtoNet trains its encoder like any network: batch norm normalises with the batch's
 statistics and, in training mode, moves its running averages towards them (they are what
 eval mode normalises with). :class:`~mlbook.meta._fast.interpreter.Interpreter` computes the
-same forward faster on a CPU (about 2.4x for ``Conv4`` on a 60-way episode's 360 images) but
+same forward faster on a CPU (a training step about 2.5x faster for ``Conv4`` on a 60-way
+episode, ``benchmarks/results/protonet_step.md``) but
 writes nothing to the module; here it reports each batch norm's batch statistics and
 :func:`update_running_stats` applies PyTorch's update rule to the module's buffers.
 
