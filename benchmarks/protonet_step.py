@@ -25,6 +25,7 @@ import time
 import torch
 from _provenance import REPO, cpu_model, sh  # benchmarks/ is on sys.path when run
 
+from mlbook._io import atomic_write
 from mlbook.data import Episode
 from mlbook.meta import ProtoNet
 from mlbook.models import Conv4
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> str:
             for fast, net in nets.items():
                 times[fast] += time_steps(net, episode, max(1, args.steps // rounds))
         plain, fast = (statistics.median(times[f]) for f in (False, True))
+        timed = len(times[False])  # rounds x (steps // rounds), at least one per round
         rows.append(f"| {label}, {queries} queries per class | {plain:.3f} | {fast:.3f} "
                     f"| {plain / fast:.2f}x |")
         print(rows[-1], flush=True)
@@ -94,10 +96,11 @@ def main(argv: list[str] | None = None) -> str:
         f"- machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{args.threads} thread(s)",
         f"- load before / after: {load_before} / {sh('cat /proc/loadavg')}",
-        f"- wall: {time.time() - wall:.0f} s; median of {args.steps} timed steps per cell "
+        f"- wall: {time.time() - wall:.0f} s; median of {timed} timed steps per cell "
         "(Conv4, Adam, forward + backward + update)", "", table, ""])
     if args.write:
-        (REPO / "benchmarks" / "results" / "protonet_step.md").write_text(text)
+        atomic_write(REPO / "benchmarks" / "results" / "protonet_step.md",
+                     lambda tmp: tmp.write_text(text))
     return text
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlbook.data import Episode, fixed_episodes
+from mlbook.data import Episode, EpisodeSampler, fixed_episodes
 from mlbook.meta import ProtoNet, embed_classes, episode_scores, prototypes, squared_distances
+from mlbook.models import Conv4
 
 
 def test_prototypes_are_class_means():
@@ -94,9 +97,6 @@ def test_classify_is_the_nearest_prototype_in_eval_mode_and_restores_the_mode():
 
 def _train_copies(encoder: nn.Module, steps: int = 3):
     """The same ProtoNet trained ``steps`` SGD steps with and without the fast path."""
-    import copy
-
-    from mlbook.data import EpisodeSampler
     nets = [ProtoNet(copy.deepcopy(encoder), fast=fast).train() for fast in (True, False)]
     g = torch.Generator().manual_seed(1)
     images = torch.rand(12, 4, 1, 16, 16, generator=g, dtype=torch.float64)
@@ -117,7 +117,6 @@ def _train_copies(encoder: nn.Module, steps: int = 3):
 @pytest.mark.parametrize("momentum", [0.1, None])
 def test_fast_path_trains_conv4_exactly_as_the_module_forward(momentum):
     """Parameters and batch-norm running averages after three steps, in float64."""
-    from mlbook.models import Conv4
     torch.manual_seed(0)
     encoder = Conv4(1, hidden=8, num_classes=None, image_size=16).double()
     for m in encoder.modules():
@@ -138,6 +137,7 @@ def test_fast_path_keeps_batch_norm_1d_and_falls_back_for_unknown_layers():
     torch.manual_seed(0)
     known = nn.Sequential(nn.Flatten(), nn.Linear(256, 8), nn.BatchNorm1d(8), nn.ReLU())
     fast, plain = _train_copies(known.double())
+    assert fast._fast_encoder[1] is not None  # it did take the fast path
     for a, b in zip(fast.state_dict().values(), plain.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
     unknown = nn.Sequential(nn.Flatten(), nn.Linear(256, 8), nn.Dropout(0.0))

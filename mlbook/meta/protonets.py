@@ -97,7 +97,7 @@ class ProtoNet(nn.Module):
 
     def __init__(self, encoder: nn.Module, fast: bool = True) -> None:
         super().__init__()
-        if not any(fast is choice for choice in (True, False)):
+        if not isinstance(fast, bool):
             raise ValueError(f"fast must be True or False, got {fast!r}")
         self.encoder = encoder
         self.fast = fast
