@@ -123,7 +123,7 @@ def test_fast_path_trains_conv4_exactly_as_the_module_forward(momentum):
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = momentum
     fast, plain = _train_copies(encoder)
-    assert fast._fast_encoder[1] is not None  # it did take the fast path
+    assert fast._encoder_call._cache[1] is not None  # it did take the fast path
     for (name, a), b in zip(fast.state_dict().items(), plain.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10, msg=name)
     assert int(fast.state_dict()["encoder.features.0.1.num_batches_tracked"]) == 3
@@ -137,12 +137,12 @@ def test_fast_path_keeps_batch_norm_1d_and_falls_back_for_unknown_layers():
     torch.manual_seed(0)
     known = nn.Sequential(nn.Flatten(), nn.Linear(256, 8), nn.BatchNorm1d(8), nn.ReLU())
     fast, plain = _train_copies(known.double())
-    assert fast._fast_encoder[1] is not None  # it did take the fast path
+    assert fast._encoder_call._cache[1] is not None  # it did take the fast path
     for a, b in zip(fast.state_dict().values(), plain.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
     unknown = nn.Sequential(nn.Flatten(), nn.Linear(256, 8), nn.Dropout(0.0))
     fast, plain = _train_copies(unknown.double())
-    assert fast._fast_encoder[1] is None  # the module's own forward
+    assert fast._encoder_call._cache[1] is None  # the module's own forward
     for a, b in zip(fast.state_dict().values(), plain.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 

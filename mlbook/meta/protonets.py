@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlbook.meta._fast.encoder import FastEncoder, fast_encoder
+from mlbook.meta._fast.encoder import EncoderCall
 from mlbook.meta._tasks import accuracy, check_episode
 
 
@@ -101,22 +101,16 @@ class ProtoNet(nn.Module):
             raise ValueError(f"fast must be True or False, got {fast!r}")
         self.encoder = encoder
         self.fast = fast
-        self._fast_encoder: tuple[nn.Module, FastEncoder | None] | None = None
+        self._encoder_call = EncoderCall(fast)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_fast_encoder"] = None  # a cache, rebuilt on first use
+        state["_encoder_call"] = EncoderCall(self.fast)  # a cache, rebuilt on first use
         return state
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         """``self.encoder(x)``, by the fast path where it applies (see ``fast``)."""
-        if self.fast:
-            if self._fast_encoder is None or self._fast_encoder[0] is not self.encoder:
-                self._fast_encoder = (self.encoder, fast_encoder(self.encoder))
-            fast = self._fast_encoder[1]
-            if fast is not None and fast.applies(x):
-                return fast(x)
-        return self.encoder(x)
+        return self._encoder_call(self.encoder, x)
 
     def _embed_episode(self, episode) -> tuple[torch.Tensor, torch.Tensor]:
         """All support and query images of all tasks in one encoder batch."""

@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mlbook.data._files import sha256sum
-from mlbook.meta import MAML, ProtoNet, Reptile
+from mlbook.meta import MAML, InContextLearner, ProtoNet, Reptile
 from mlbook.models import Conv4
 
-METHODS = ("protonet", "maml", "fomaml", "anil", "metasgd", "reptile", "transfer")
+METHODS = ("protonet", "maml", "fomaml", "anil", "metasgd", "reptile", "transfer", "icl")
 SPLITS = ("standard", "lake-background")
 #: Keys every entry of the zoo's index has.
 REQUIRED_KEYS = ("method", "split", "n_way", "k_shot", "image_size", "inner_lr", "inner_steps",
@@ -81,9 +81,15 @@ def build_learner(method: str, n_way: int, image_size: int = 28, inner_lr: float
     ``protonet`` and ``transfer``: a ProtoNet around ``Conv4()`` (64-d embedding; for
     ``transfer`` the Conv4 trunk of a classifier, used as a fixed embedding). The MAML family
     and Reptile: ``Conv4(num_classes=n_way, track_running_stats=False)`` (batch statistics).
+    ``icl``: an :class:`~mlbook.meta.InContextLearner` over ``Conv4()`` features (64-d,
+    ordinary batch norm), a 4-layer transformer of width 128 with 4 heads.
     """
     if method not in METHODS:
         raise ZooError(f"unknown method {method!r}; known: {list(METHODS)}")
+    if method == "icl":
+        return InContextLearner(Conv4(1, 64, num_classes=None, image_size=image_size),
+                                feature_dim=64, n_way=n_way, d_model=128, num_layers=4,
+                                num_heads=4)
     if method in ("protonet", "transfer"):
         return ProtoNet(Conv4(1, 64, num_classes=None, image_size=image_size))
     model = Conv4(1, 64, num_classes=n_way, image_size=image_size, track_running_stats=False)

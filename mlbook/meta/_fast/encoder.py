@@ -78,3 +78,27 @@ def fast_encoder(encoder: nn.Module) -> FastEncoder | None:
         return FastEncoder(encoder)
     except UnsupportedModel:
         return None
+
+
+class EncoderCall:
+    """``encoder(x)``, by the interpreter where it computes the same thing faster.
+
+    ``EncoderCall(fast)(encoder, x)``: with ``fast=True`` the training forward on a CPU goes
+    through a :class:`FastEncoder` (built once per encoder object and kept; ``None`` is kept
+    too when the interpreter does not know the encoder, so it is not retried), otherwise the
+    module's own forward. The learners that embed with an ordinary network (ProtoNet, the
+    in-context learner) hold one.
+    """
+
+    def __init__(self, fast: bool) -> None:
+        self.fast = fast
+        self._cache: tuple[nn.Module, FastEncoder | None] | None = None
+
+    def __call__(self, encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.fast:
+            if self._cache is None or self._cache[0] is not encoder:
+                self._cache = (encoder, fast_encoder(encoder))
+            fast = self._cache[1]
+            if fast is not None and fast.applies(x):
+                return fast(x)
+        return encoder(x)
