@@ -30,8 +30,11 @@ def zoo_table(index: dict) -> str:
                 scores.append(f"Lake's 20 runs: {100 * value:.2f}% error")
         episodes = meta.get("test_episodes", 600)
         note = f" ({episodes} episodes)" if episodes != 600 else ""
+        minutes = f"{meta['train_seconds'] / 60:.0f}"
+        if "init_train_seconds" in meta:  # its encoder started from another zoo model
+            minutes += f" + {meta['init_train_seconds'] / 60:.0f} (`{meta['init_encoder']}`)"
         rows.append(f"| `{name}` | {meta['method']} | {meta['split']} | {meta['steps']:,} | "
-                    f"{meta['train_seconds'] / 60:.0f} | {'; '.join(scores)}{note} |")
+                    f"{minutes} | {'; '.join(scores)}{note} |")
     return "\n".join(rows) + "\n"
 
 

@@ -69,3 +69,53 @@ def test_evaluate_and_bad_input():
         Reptile(model, inner_steps=0)
     with pytest.raises(ValueError, match="inner_optimizer"):
         Reptile(model, inner_optimizer="rmsprop")
+
+
+def adapted_on_minibatches(model, x, y, lr, batches):
+    clone = copy.deepcopy(model)
+    opt = torch.optim.Adam(clone.parameters(), lr=lr, betas=(0.0, 0.999), eps=1e-8)
+    for index in batches:
+        opt.zero_grad()
+        F.cross_entropy(clone(x[index]), y[index]).backward()
+        opt.step()
+    return [p.detach() for p in clone.parameters()]
+
+
+def test_inner_batch_trains_each_step_on_fresh_examples():
+    """With ``inner_batch``, the outer step equals Reptile's formula with each inner step
+    on the next slice of a random order of the support set (one pass before any repeat),
+    whatever the number of task threads."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)).double()
+    ep = task_batch()
+    ep = Episode(ep.support_x.double(), ep.support_y, ep.query_x.double(), ep.query_y)
+    learner = Reptile(model, inner_lr=0.1, inner_steps=4, inner_batch=2, threads=2)
+    theta = [p.detach().clone() for p in model.parameters()]
+    torch.manual_seed(7)
+    batches = [learner.inner_batches(6, 4) for _ in range(3)]
+    for b in batches:  # 4 slices of 2 from 6 examples: the first 3 slices are a permutation
+        assert [len(i) for i in b] == [2, 2, 2, 2]
+        assert sorted(torch.cat(b[:3]).tolist()) == list(range(6))
+    phis = [adapted_on_minibatches(model, ep.support_x[t], ep.support_y[t], 0.1, batches[t])
+            for t in range(3)]
+    expected = [th + sum(phi[i] - th for phi in phis) / 3 for i, th in enumerate(theta)]
+    full = adapted_with_torch_optim(model, ep.support_x[0], ep.support_y[0], "adam", 0.1, 4)
+    assert not torch.allclose(phis[0][0], full[0])  # minibatches are not the full batch
+    torch.manual_seed(7)  # the learner draws the same orders, task by task, on this thread
+    loss, _ = learner.meta_loss(ep)
+    loss.backward()
+    torch.optim.SGD(model.parameters(), lr=1.0).step()
+    for p, e in zip(model.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_inner_batch_must_be_a_positive_int(bad):
+    with pytest.raises(ValueError, match="inner_batch must be a positive int"):
+        Reptile(nn.Linear(4, 3), inner_batch=bad)
+
+
+def test_inner_batch_larger_than_the_support_set_is_refused():
+    learner = Reptile(nn.Linear(4, 3), inner_batch=10)
+    with pytest.raises(ValueError, match="larger than the support set"):
+        learner.meta_loss(task_batch())

@@ -33,7 +33,8 @@ def test_every_shipped_model_is_complete_and_loads():
         expected = {"protonet": ProtoNet, "transfer": ProtoNet, "reptile": Reptile,
                     "icl": InContextLearner}.get(meta["method"], MAML)
         assert isinstance(learner, expected) and not learner.training
-        network = learner.encoder if isinstance(learner, (ProtoNet, InContextLearner)) else learner.model
+        network = (learner.encoder if isinstance(learner, (ProtoNet, InContextLearner))
+                   else learner.model)
         assert isinstance(network, torch.nn.Module)
     assert total <= 15 * 2**20, f"the zoo's weights take {total} bytes, more than 15 MB"
     # one model per method, and one that never saw Lake's evaluation alphabets
@@ -55,7 +56,8 @@ def fake_zoo(tmp_path: Path, monkeypatch, method: str = "protonet", learner=None
     return path
 
 
-@pytest.mark.parametrize("method", ["protonet", "maml", "fomaml", "anil", "metasgd", "reptile", "icl"])
+@pytest.mark.parametrize("method", ["protonet", "maml", "fomaml", "anil", "metasgd", "reptile",
+                                    "icl"])
 def test_load_builds_the_recorded_learner(tmp_path, monkeypatch, method):
     fake_zoo(tmp_path, monkeypatch, method)
     assert zoo.available() == ["m"]

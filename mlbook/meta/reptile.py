@@ -1,7 +1,10 @@
 """Reptile (Nichol, Achiam & Schulman 2018): meta-learning without second derivatives.
 
 For each task, start from ``theta`` and take ``k`` ordinary optimizer steps on the task's
-support set, reaching ``phi_t``. Then move the initialisation towards the adapted weights:
+support set, reaching ``phi_t`` (Nichol et al. train each step on a fresh minibatch of the
+support set, ``inner_batch``; reusing one batch turns Reptile's first-order term into a
+gradient-variance term, see the ``maml_math`` chapter). Then move the initialisation
+towards the adapted weights:
 
     theta <- theta + epsilon * mean_t (phi_t - theta).
 
@@ -54,14 +57,25 @@ class Reptile(nn.Module):
         ``False`` loops over tasks with the module's own forward.
     threads
         Task threads for the fast path (``None``: ``torch.get_num_threads()`` on a CPU).
+    inner_batch
+        Examples per inner step in training (Nichol et al.'s ``--inner-batch``): step ``i``
+        takes the next ``inner_batch`` examples of the task's support set in a random order,
+        reshuffled when it is used up, so successive steps see different examples. ``None``:
+        the whole support set at every step. :meth:`adapt` at test time, and
+        :meth:`task_scores`, always use the whole support set.
     """
 
     def __init__(self, model: nn.Module, inner_lr: float = 1e-3, inner_steps: int = 5,
                  inner_optimizer: str = "adam", betas: tuple[float, float] = (0.0, 0.999),
                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
-                 fast: bool = True, threads: int | None = None) -> None:
+                 fast: bool = True, threads: int | None = None,
+                 inner_batch: int | None = None) -> None:
         super().__init__()
         check_lr(inner_lr)
+        if inner_batch is not None and (isinstance(inner_batch, bool)
+                                        or not isinstance(inner_batch, int) or inner_batch < 1):
+            raise ValueError(f"inner_batch must be a positive int or None (the whole support "
+                             f"set), got {inner_batch!r}")
         if inner_optimizer not in INNER_OPTIMIZERS:
             raise ValueError(f"inner_optimizer must be 'sgd' or 'adam', got {inner_optimizer!r}")
         check_batch_norm(model, "Reptile")
@@ -74,6 +88,7 @@ class Reptile(nn.Module):
         self.betas = betas
         self.loss_fn = loss_fn
         self.fast, self.threads = bool(fast), threads
+        self.inner_batch = inner_batch
         self.forward_fn = Interpreter(model) if fast else functional_forward(model)
 
     def meta_parameters(self) -> list[torch.Tensor]:
@@ -85,15 +100,40 @@ class Reptile(nn.Module):
             return torch.optim.SGD(params, lr=self.inner_lr)
         return torch.optim.Adam(params, lr=self.inner_lr, betas=self.betas)
 
+    def inner_batches(self, num_examples: int, steps: int) -> list[torch.Tensor] | None:
+        """Indices of the support examples each inner step trains on, drawn from torch's
+        global generator: ``steps`` consecutive slices of ``inner_batch`` from concatenated
+        random permutations (Nichol et al.'s ``_mini_batches`` without replacement).
+        ``None`` when every step takes the whole support set."""
+        if self.inner_batch is None:
+            return None
+        if self.inner_batch > num_examples:
+            raise ValueError(f"inner_batch={self.inner_batch} is larger than the support set "
+                             f"({num_examples} examples): lower it, or sample more shots")
+        epochs = -(-steps * self.inner_batch // num_examples)
+        order = torch.cat([torch.randperm(num_examples) for _ in range(epochs)])
+        return list(order[:steps * self.inner_batch].split(self.inner_batch))
+
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor,
-              steps: int | None = None) -> Params:
-        """``phi``: ``steps`` inner optimizer steps from ``theta`` on one task (detached)."""
+              steps: int | None = None,
+              batches: list[torch.Tensor] | None = None) -> Params:
+        """``phi``: ``steps`` inner optimizer steps from ``theta`` on one task (detached).
+
+        ``batches`` (from :meth:`inner_batches`) picks the support examples of each step;
+        ``None`` trains every step on the whole support set.
+        """
         steps = check_steps(self.inner_steps if steps is None else steps, "steps")
+        if batches is not None and len(batches) != steps:
+            raise ValueError(f"got {len(batches)} inner batches for {steps} steps")
         phi = {n: p.detach().clone().requires_grad_() for n, p in self.model.named_parameters()}
         optimizer = self._new_inner_optimizer(list(phi.values()))
-        for _ in range(steps):
+        for step in range(steps):
+            x, y = support_x, support_y
+            if batches is not None:
+                index = batches[step].to(support_x.device)
+                x, y = support_x[index], support_y[index]
             with torch.enable_grad():
-                loss = self.loss_fn(self.forward_fn(phi, support_x), support_y)
+                loss = self.loss_fn(self.forward_fn(phi, x), y)
                 grads = torch.autograd.grad(loss, list(phi.values()))
             for p, g in zip(phi.values(), grads, strict=True):
                 p.grad = g
@@ -107,12 +147,17 @@ class Reptile(nn.Module):
     def _per_task(self, episode, steps: int | None, want_delta: bool):
         """Per chunk of tasks: (sum of phi - theta, query losses, query scores)."""
         theta = dict(self.model.named_parameters())
+        num_tasks = episode.support_x.shape[0]
+        # Drawn here, in task order on the calling thread, so that the draws do not depend
+        # on how tasks are spread over threads.
+        batches = [self.inner_batches(episode.support_x.shape[1], self.inner_steps)
+                   if want_delta else None for _ in range(num_tasks)]
 
         def chunk(tasks: range):
             delta = {n: torch.zeros_like(p) for n, p in theta.items()}
             losses, scores = [], []
             for t in tasks:
-                phi = self.adapt(episode.support_x[t], episode.support_y[t], steps)
+                phi = self.adapt(episode.support_x[t], episode.support_y[t], steps, batches[t])
                 with torch.no_grad():
                     out = self.predict(phi, episode.query_x[t])
                     losses.append(self.loss_fn(out, episode.query_y[t]))
@@ -122,7 +167,6 @@ class Reptile(nn.Module):
                             delta[n] += phi[n] - theta[n]
             return delta, losses, scores
 
-        num_tasks = episode.support_x.shape[0]
         device = next(iter(theta.values())).device
         threads = resolve_threads(self.threads, num_tasks, device) if self.fast else 1
         return map_task_chunks(chunk, num_tasks, threads)

@@ -75,14 +75,17 @@ def info(name: str) -> dict[str, Any]:
 
 
 def build_learner(method: str, n_way: int, image_size: int = 28, inner_lr: float | None = None,
-                  inner_steps: int | None = None, **_: Any) -> nn.Module:
+                  inner_steps: int | None = None, inner_batch: int | None = None,
+                  **_: Any) -> nn.Module:
     """An untrained learner with the architecture the zoo uses for ``method``.
 
     ``protonet`` and ``transfer``: a ProtoNet around ``Conv4()`` (64-d embedding; for
     ``transfer`` the Conv4 trunk of a classifier, used as a fixed embedding). The MAML family
     and Reptile: ``Conv4(num_classes=n_way, track_running_stats=False)`` (batch statistics).
     ``icl``: an :class:`~mlbook.meta.InContextLearner` over ``Conv4()`` features (64-d,
-    ordinary batch norm), a 4-layer transformer of width 128 with 4 heads.
+    ordinary batch norm), a 4-layer transformer of width 128 with 4 heads. ``inner_batch``
+    is Reptile's training minibatch (:class:`~mlbook.meta.Reptile`); it does not change
+    the weights' layout.
     """
     if method not in METHODS:
         raise ZooError(f"unknown method {method!r}; known: {list(METHODS)}")
@@ -94,7 +97,8 @@ def build_learner(method: str, n_way: int, image_size: int = 28, inner_lr: float
         return ProtoNet(Conv4(1, 64, num_classes=None, image_size=image_size))
     model = Conv4(1, 64, num_classes=n_way, image_size=image_size, track_running_stats=False)
     if method == "reptile":
-        return Reptile(model, inner_lr=inner_lr or 1e-3, inner_steps=inner_steps or 5)
+        return Reptile(model, inner_lr=inner_lr or 1e-3, inner_steps=inner_steps or 5,
+                       inner_batch=inner_batch)
     return MAML(model, inner_lr=inner_lr or 0.4, inner_steps=inner_steps or 1,
                 first_order=method == "fomaml", learn_inner_lr=method == "metasgd",
                 adapt="head" if method == "anil" else "all", loss_fn=F.cross_entropy)
