@@ -24,7 +24,12 @@ Cython 0.29 egg; ``benchmarks/install_learn2learn.sh`` regenerates the C files w
 installed Cython and builds it (plus ``gym``, which it imports).
 
 The last line printed is JSON with ``ratio_vs_fastest_peer`` per order: (median time of the
-fastest peer) / (median time of mlbook); above 1 means mlbook is faster.
+fastest peer) / (median time of mlbook); above 1 means mlbook is faster. It also records the
+machine's side of the question: the CPU's ISA flags, the measured GFLOP/s of the dominant
+convolution (N=75, 64->64, 14x14, 3x3, forward), the FLOPs of one meta-iteration
+(``torch.utils.flop_counter`` on the plain loop) and so the floor (FLOPs / convolution
+throughput) and the fraction of it that each contender reaches. ``--json PATH`` writes all of
+it; the Markdown file is rendered from the same record.
 
 Run: ``python benchmarks/maml_throughput.py [--iters 5] [--warmup 1] [--markdown PATH]``;
 ``--memory-repeats N`` measures only peak memory, as the median of ``N`` fresh processes per
@@ -44,7 +49,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _provenance import cpu_model, sh  # benchmarks/ is on sys.path when run
+from _hardware import conv_gflops, count_flops, isa_flags  # benchmarks/ is on sys.path
+from _provenance import cpu_model, sh
 
 from mlbook.data import Episode
 from mlbook.meta import MAML
@@ -241,6 +247,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--mem-iters", type=int, default=2)
     parser.add_argument("--markdown", type=Path, default=None, help="write a results file")
+    parser.add_argument("--json", type=Path, default=None, help="write the record as JSON")
     parser.add_argument("--memory-repeats", type=int, default=None,
                         help="only measure peak memory, in this many fresh processes per "
                              "contender and order (no timing)")
@@ -257,9 +264,12 @@ def main() -> None:
         return
 
     torch.set_num_threads(2)
-    uptime_before = sh("uptime")
+    uptime_before, wall_start = sh("uptime"), time.time()
     names = available()
     ep = make_episode()
+    # The convolution's rate is measured before and after each order's rounds; the floor
+    # uses the best of them (load on a shared machine only ever lowers it).
+    conv_rates = [conv_gflops(threads=2)]
     rows, ratios = [], {}
     for first_order in (False, True):
         order = "first" if first_order else "second"
@@ -273,25 +283,36 @@ def main() -> None:
                     times[n].append(time.perf_counter() - start)
         del steps
         medians = {n: statistics.median(times[n]) for n in names}
+        conv_rates.append(conv_gflops(threads=2))
+        gflops = max(conv_rates)
+        print(f"# ISA flags {isa_flags()}; dominant convolution {gflops:.0f} GFLOP/s on 2 "
+              f"threads (best of {[round(r) for r in conv_rates]})", flush=True)
+        flops = count_flops(lambda fo=first_order: plain_meta_backward(make_model(), ep, fo))
+        floor = flops / (gflops * 1e9)
         for n in names:
             mem = peak_rss_mib(n, first_order, args.mem_iters)
-            rows.append((order, n, 1000 * medians[n], [round(1000 * t) for t in times[n]], mem))
+            rows.append((order, n, 1000 * medians[n], [round(1000 * t) for t in times[n]], mem,
+                         floor / medians[n]))
             print(f"{order:6s} order  {n:12s} median {1000 * medians[n]:8.0f} ms   "
-                  f"peak RSS {mem:6.0f} MiB   runs {rows[-1][3]}", flush=True)
+                  f"peak RSS {mem:6.0f} MiB   {100 * floor / medians[n]:4.0f}% of the floor   "
+                  f"runs {rows[-1][3]}", flush=True)
         peers = {n: m for n, m in medians.items() if not n.startswith("mlbook")}
         fastest = min(peers, key=peers.get)
         differences = {name: agreement(first_order, ep, dtype)
                        for name, dtype in (("float64", torch.float64), ("float32", torch.float32))}
         ratios[order] = {"ratio_vs_fastest_peer": round(peers[fastest] / medians["mlbook"], 3),
-                         "fastest_peer": fastest,
+                         "fastest_peer": fastest, "gflop_per_iteration": round(flops / 1e9, 1),
+                         "floor_ms": round(1000 * floor), "fraction_of_floor": {
+                             n: round(floor / medians[n], 3) for n in names},
                          "relative_gradient_difference_vs_plain_loop": differences}
         print(f"{order:6s} order  mlbook's meta-gradient vs the plain loop's: relative "
               f"difference {differences['float64']:.1e} in float64, "
               f"{differences['float32']:.1e} in float32", flush=True)
 
-    table = ["| order | implementation | median ms / iter | peak RSS (MiB) | timed runs (ms) |",
-             "|---|---|---:|---:|---|"]
-    table += [f"| {o} | {n} | {m:.0f} | {mem:.0f} | {runs} |" for o, n, m, runs, mem in rows]
+    table = ["| order | implementation | median ms / iter | fraction of the floor | "
+             "peak RSS (MiB) | timed runs (ms) |", "|---|---|---:|---:|---:|---|"]
+    table += [f"| {o} | {n} | {m:.0f} | {100 * frac:.0f}% | {mem:.0f} | {runs} |"
+              for o, n, m, runs, mem, frac in rows]
     print("\n".join(table))
     result = {"ratio_vs_fastest_peer": {o: r["ratio_vs_fastest_peer"] for o, r in ratios.items()},
               "fastest_peer": {o: r["fastest_peer"] for o, r in ratios.items()},
@@ -299,12 +320,37 @@ def main() -> None:
                   o: {d: float(f"{v:.2e}") for d, v in
                       r["relative_gradient_difference_vs_plain_loop"].items()}
                   for o, r in ratios.items()},
+              "gflop_per_iteration": {o: r["gflop_per_iteration"] for o, r in ratios.items()},
+              "floor_ms": {o: r["floor_ms"] for o, r in ratios.items()},
+              "fraction_of_floor": {o: r["fraction_of_floor"] for o, r in ratios.items()},
+              "conv_gflops_2_threads": round(max(conv_rates), 1),
+              "conv_gflops_samples": [round(r, 1) for r in conv_rates], "isa_flags": isa_flags(),
               "contenders": names, "iters": args.iters, "warmup": args.warmup}
     line = json.dumps(result)
     print(line)
+    if args.json:
+        record = {**result, "rows": [
+            {"order": o, "implementation": n, "median_ms": round(m, 1), "timed_ms": runs,
+             "peak_rss_mib": round(mem), "fraction_of_floor": round(frac, 3)}
+            for o, n, m, runs, mem, frac in rows],
+            "command": "python " + " ".join(sys.argv), "commit": sh("git rev-parse HEAD"),
+            "dirty": bool(sh("git status --porcelain -- mlbook benchmarks")),
+            "cpu": cpu_model(), "torch": torch.__version__, "threads": 2,
+            "load_before": uptime_before, "load_after": sh("uptime"),
+            "wall_seconds": round(time.time() - wall_start, 1)}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
     if args.markdown:
         md = ["# MAML meta-iteration throughput on CPU (Omniglot 5-way 1-shot, meta-batch 32)",
-              "", *provenance(uptime_before), "", *table, "", "```json", line, "```"]
+              "", *provenance(uptime_before),
+              f"- the machine's floor: ISA flags {', '.join(isa_flags()) or 'unknown'}; the "
+              f"dominant convolution runs at {max(conv_rates):.0f} GFLOP/s on 2 threads (best "
+              f"of {len(conv_rates)} measurements in the run); one "
+              "meta-iteration is " + " / ".join(f"{r['gflop_per_iteration']} GFLOP"
+                                                for r in ratios.values())
+              + " (second / first order), so at least " + " / ".join(
+                  f"{r['floor_ms']} ms" for r in ratios.values()) + " at that rate",
+              "", *table, "", "```json", line, "```"]
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text("\n".join(md) + "\n")
 

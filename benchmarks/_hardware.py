@@ -1,0 +1,61 @@
+"""What the machine can do: ISA flags, the measured throughput of the dominant convolution,
+and FLOP counts, so that a benchmark reports the fraction of the hardware's floor it reaches
+and not only a ratio to peers (which depends on the CPU: see benchmarks/results/).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+#: Flags of /proc/cpuinfo that decide which oneDNN kernels a CPU gets.
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile",
+             "amx_bf16")
+
+
+def isa_flags() -> list[str]:
+    """The vector-ISA flags of this CPU that matter for oneDNN (Linux; [] elsewhere)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return []
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return [f for f in ISA_FLAGS if f in flags]
+    return []
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """Floating-point operations of ``fn()`` as ``torch.utils.flop_counter`` counts them
+    (matmuls and convolutions, forward and backward, double backward included; a
+    multiply-add counts as two)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def conv_gflops(batch: int = 75, channels: int = 64, size: int = 14, repeats: int = 30,
+                threads: int | None = None) -> float:
+    """Measured GFLOP/s of the forward 3x3 convolution that dominates Conv4 on Omniglot
+    (``batch`` images, ``channels`` -> ``channels``, ``size`` x ``size``, float32): the
+    median over ``repeats`` timed calls after five untimed ones."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, channels, size, size, generator=g)
+    w = torch.randn(channels, channels, 3, 3, generator=g)
+    flops = count_flops(lambda: F.conv2d(x, w, padding=1))
+    times = []
+    with torch.no_grad():
+        for i in range(5 + repeats):
+            start = time.perf_counter()
+            F.conv2d(x, w, padding=1)
+            if i >= 5:
+                times.append(time.perf_counter() - start)
+    return flops / statistics.median(times) / 1e9
