@@ -7,12 +7,12 @@ import torch
 from torch import nn
 
 from mlbook.data import EpisodeSampler, fixed_episodes
-from mlbook.meta import MAML, ProtoNet, Reptile
+from mlbook.meta import MAML, InContextLearner, ProtoNet, Reptile
 from mlbook.models import Conv4
 
 STEPS = 3  # steps of every run
 CHECKPOINT_STEP, RESUMED_STEPS = 2, 4  # one-process checkpoint, resumed by two processes
-SETUPS = ("maml2", "fomaml_metasgd", "reptile", "protonet", "protonet_bn")
+SETUPS = ("maml2", "fomaml_metasgd", "reptile", "protonet", "protonet_bn", "icl")
 
 
 def images(classes: int = 8, per_class: int = 5, side: int = 16) -> torch.Tensor:
@@ -48,6 +48,10 @@ def build(name: str, seed: int = 0):
     elif name == "protonet":  # no batch norm: the split is exact (see mlbook.meta.distributed)
         encoder = nn.Sequential(nn.Flatten(), nn.Linear(256, 16), nn.ReLU(), nn.Linear(16, 8))
         learner = ProtoNet(encoder.double())
+    elif name == "icl":  # an in-context learner: no batch norm, so the split is exact
+        encoder = nn.Sequential(nn.Flatten(), nn.Linear(256, 8))
+        learner = InContextLearner(encoder, feature_dim=8, n_way=3, d_model=8, num_layers=1,
+                                   num_heads=2, dim_feedforward=16).double()
     elif name == "protonet_bn":  # batch norm over each rank's share: ranks must still agree
         learner = ProtoNet(Conv4(1, hidden=4, num_classes=None, image_size=16).double())
     else:

@@ -102,7 +102,7 @@ def assert_close(ours: dict[str, torch.Tensor], reference: dict[str, torch.Tenso
         assert diff <= TOLERANCE, f"{name}: {diff:.2e}"
 
 
-@pytest.mark.parametrize("name", ["maml2", "fomaml_metasgd", "reptile", "protonet"])
+@pytest.mark.parametrize("name", ["maml2", "fomaml_metasgd", "reptile", "protonet", "icl"])
 def test_two_processes_compute_the_one_process_meta_gradient(two_ranks, name):
     _, ranks = two_ranks
     single = train_one_process(name, setups.STEPS)

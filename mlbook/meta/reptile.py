@@ -62,7 +62,10 @@ class Reptile(nn.Module):
         takes the next ``inner_batch`` examples of the task's support set in a random order,
         reshuffled when it is used up, so successive steps see different examples. ``None``:
         the whole support set at every step. :meth:`adapt` at test time, and
-        :meth:`task_scores`, always use the whole support set.
+        :meth:`task_scores`, always use the whole support set. The orders come from torch's
+        global generator, task by task, so under ``torchrun`` (each rank draws for its own
+        shard) a run is reproducible for a given number of processes but differs from the
+        one-process run.
     """
 
     def __init__(self, model: nn.Module, inner_lr: float = 1e-3, inner_steps: int = 5,
