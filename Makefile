@@ -31,8 +31,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Chapters run two at a time (JOBS), each kernel on one thread, longest first by the seconds
+# the last nbval run recorded (.ci/nbval_timing.py): about half the serial time on two cores.
+JOBS       ?= 2
+ONE_THREAD := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+
 ## book: execute every chapter (cached) and build the HTML into _build/html
+# The chapters that changed are executed JOBS at a time into the build's execution cache first,
+# so that jupyter-book (execute_notebooks: cache) finds them all there and executes none.
 book: $(STAMP)
+	$(PY) .ci/execute_book.py --jobs $(JOBS) --cache _build/.jupyter_cache $(NOTEBOOKS)
 	$(BIN)/jupyter-book build . --path-output . --builder html
 	MLBOOK_HTML=_build/html $(BIN)/pytest -q -p no:cacheprovider tests/test_rendered_html.py
 	@echo "Open _build/html/index.html"
@@ -40,13 +48,20 @@ book: $(STAMP)
 ## test: ruff, unit tests, every notebook under nbval, and a strict (warnings-as-errors) build
 test: lint unit nbval strict
 
+# unit: two workers; loadfile keeps a test file on one worker, so module-scoped fixtures (the
+# two-process runs of test_meta_distributed) are built once, not once per worker.
 unit: $(STAMP)
-	$(BIN)/pytest tests -q
+	$(BIN)/pytest -n $(JOBS) --dist loadfile tests -q
 
+# nbval: each notebook is one kernel on one xdist worker (loadfile); .ci/nbval_timing.py hands
+# them out longest first and prints every chapter's seconds, their sum and the wall time;
+# --durations lists the heaviest cells.
 nbval: $(STAMP)
 	@if [ -z "$(NOTEBOOKS)" ]; then echo "no notebooks listed in _toc.yml"; else \
 	  echo "nbval on: $(NOTEBOOKS)"; \
-	  $(BIN)/pytest --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider --durations=0 $(NOTEBOOKS) -q; fi
+	  $(ONE_THREAD) PYTHONPATH=$(abspath .ci)$${PYTHONPATH:+:$$PYTHONPATH} \
+	  $(BIN)/pytest -n $(JOBS) --dist loadfile --no-loadscope-reorder -p nbval_timing \
+	    --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider --durations=20 $(NOTEBOOKS) -q; fi
 
 # The strict build reuses _config.yml with execution switched off (nbval already ran the
 # chapters): broken cross-references, citations and toc entries fail it. After each build,

@@ -6,6 +6,8 @@ import os
 import shutil
 import zipfile
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import torch
@@ -131,6 +133,50 @@ def test_download_path_checks_each_photo(tmp_path, isolated_cache, monkeypatch):
     assert hym.hymenoptera_root(download=True) == folder
     assert fetched == [hym.URL, hym.URL]  # reused, not fetched again
 
+
+
+def _staging_left(cache: Path) -> list[str]:
+    return sorted(p.name for p in (cache / "hymenoptera").iterdir() if p.name.startswith("."))
+
+
+@needs_data
+def test_two_unpackers_at_once_share_one_checked_folder(isolated_cache):
+    """Chapters run two at a time: concurrent first calls both get the complete folder."""
+    with ThreadPoolExecutor(2) as pool:
+        folders = list(pool.map(lambda _: hym.hymenoptera_root(root=os.path.dirname(ZIP)),
+                                range(2)))
+    assert folders[0] == folders[1]
+    assert len([p for p in folders[0].rglob("*") if p.is_file()]) == 398
+    assert _staging_left(isolated_cache) == []
+
+
+@needs_data
+def test_losing_the_rename_race_keeps_the_winners_folder(isolated_cache, monkeypatch):
+    """Another process renames its checked folder first: ours is dropped, theirs is used."""
+    real_extract = hym.safe_extract_zip
+    unpacked = isolated_cache / "hymenoptera" / "unpacked"
+
+    def extract_while_another_process_wins(zip_path, dest):
+        real_extract(zip_path, unpacked)  # the other process, finishing first
+        (unpacked / hym._VERIFIED).write_text("checked by the other process\n")
+        return real_extract(zip_path, dest)
+
+    monkeypatch.setattr(hym, "safe_extract_zip", extract_while_another_process_wins)
+    folder = hym.hymenoptera_root(root=os.path.dirname(ZIP))
+    assert (unpacked / hym._VERIFIED).read_text() == "checked by the other process\n"
+    assert len([p for p in folder.rglob("*") if p.is_file()]) == 398
+    assert _staging_left(isolated_cache) == []
+
+
+@needs_data
+def test_an_unchecked_folder_is_replaced(isolated_cache):
+    """A folder without the marker (an older version's failed check) is not trusted."""
+    stale = isolated_cache / "hymenoptera" / "unpacked"
+    stale.mkdir(parents=True)
+    (stale / "half.jpg").write_bytes(b"")
+    folder = hym.hymenoptera_root(root=os.path.dirname(ZIP))
+    assert not (stale / "half.jpg").exists() and (stale / hym._VERIFIED).is_file()
+    assert len([p for p in folder.rglob("*") if p.is_file()]) == 398
 
 def test_verify_images_reports_missing_files(tmp_path):
     (tmp_path / "hymenoptera_data").mkdir()

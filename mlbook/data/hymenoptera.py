@@ -10,7 +10,9 @@ per-image checksums are checked then.
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -106,17 +108,29 @@ def hymenoptera_root(root: str | Path | None = None, download: bool | None = Non
     else:
         require_files(zip_dir, ["hymenoptera_data.zip"],
                       hint="or call with download=True to fetch the tutorial's zip")
-    if unpacked.exists():  # an earlier extraction whose photo check did not finish or failed
-        shutil.rmtree(unpacked)
-    safe_extract_zip(zip_path, unpacked)
+    # Two processes may unpack at once (chapters run two at a time under `make test`): each
+    # extracts and checks into its own staging folder, and only a checked folder is renamed
+    # to `unpacked`, so no process ever sees, or deletes, another's half-made folder.
+    staging = Path(tempfile.mkdtemp(prefix=".unpacked.", suffix=".partial", dir=unpacked.parent))
     try:
-        verify_images(unpacked)
-    except ValueError:
-        shutil.rmtree(unpacked, ignore_errors=True)
-        if zip_path == downloaded:  # ours to delete, so that the next call downloads again
-            downloaded.unlink(missing_ok=True)
-        raise
-    (unpacked / _VERIFIED).write_text("all photos matched hymenoptera_data.sha256\n")
+        checked = safe_extract_zip(zip_path, staging / "unpacked")
+        try:
+            verify_images(checked)
+        except ValueError as err:
+            if zip_path == downloaded:  # ours to delete, so that the next call downloads again
+                downloaded.unlink(missing_ok=True)
+            # name the cache folder, not the staging folder deleted below
+            raise ValueError(str(err).replace(str(checked), str(unpacked))) from None
+        (checked / _VERIFIED).write_text("all photos matched hymenoptera_data.sha256\n")
+        if unpacked.exists() and not (unpacked / _VERIFIED).is_file():
+            shutil.rmtree(unpacked)  # left by an older version whose photo check failed
+        try:
+            os.rename(checked, unpacked)
+        except OSError:  # another process renamed its checked folder first: use that one
+            if not (unpacked / _VERIFIED).is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 
