@@ -147,9 +147,9 @@ def compare(received, expected: torch.Tensor, what: str,
     largest = float((r - e).abs().max())
     at = f" at index {index}" if index else ""
     raise ExerciseFailed(
-        f"{what}{where} differs from the expected values: {int(bad.sum())} of {r.numel()} "
-        f"entries are off, the first{at} is {float(r[index]):.6g} where {float(e[index]):.6g} "
-        f"was expected (largest difference {largest:.3g}; shape {tuple(r.shape)}, dtype "
+        f"{what}{where}: {int(bad.sum())} of {r.numel()} entries differ from the expected "
+        f"values; the first{at} is {float(r[index]):.6g} where {float(e[index]):.6g} was "
+        f"expected (largest difference {largest:.3g}; shape {tuple(r.shape)}, dtype "
         f"{received.dtype})"
     )
 

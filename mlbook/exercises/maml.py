@@ -106,14 +106,6 @@ def check_inner_update(fn: Callable) -> int:
     so that the meta-gradient (a query loss at ``phi``, differentiated with respect to
     ``params``) contains the Hessian term. Compared with :func:`mlbook.meta.inner_update`.
     """
-    # Closed form: fmodel(p, x) = p["w"] (a constant), squared error to y = 1.
-    const = {"w": torch.tensor([3.0], dtype=torch.float64)}
-    phi = call(fn, lambda p, x: p["w"].expand(len(x), 1), leaves(const),
-               torch.zeros(4, 1, dtype=torch.float64), torch.ones(4, 1, dtype=torch.float64),
-               F.mse_loss, 0.25, 1, what="your inner update")
-    _check_params(phi, {"w": torch.tensor([2.0], dtype=torch.float64)}, "phi",
-                  "a constant prediction w = 3, squared error to 1, step 0.25: w - 0.25 * 2 * "
-                  "(3 - 1) = 2")
     for seed, points, steps, lr, classify, case in INNER_CASES:
         params = mlp_params(seed, d_out=3 if classify else 1)
         if classify:
@@ -151,6 +143,14 @@ def check_inner_update(fn: Callable) -> int:
             "the meta-gradient misses the Hessian term: the inner gradients were treated as "
             "constants. Keep their graph (torch.autograd.grad(..., create_graph=True))":
                 first_order})
+    # Closed form: fmodel(p, x) = p["w"] (a constant), squared error to y = 1.
+    const = {"w": torch.tensor([3.0], dtype=torch.float64)}
+    phi = call(fn, lambda p, x: p["w"].expand(len(x), 1), leaves(const),
+               torch.zeros(4, 1, dtype=torch.float64), torch.ones(4, 1, dtype=torch.float64),
+               F.mse_loss, 0.25, 1, what="your inner update")
+    _check_params(phi, {"w": torch.tensor([2.0], dtype=torch.float64)}, "phi",
+                  "a constant prediction w = 3, squared error to 1, step 0.25: w - 0.25 * 2 * "
+                  "(3 - 1) = 2")
     return len(INNER_CASES) + 1
 
 
@@ -184,14 +184,6 @@ def check_quadratic_meta_gradient(fn: Callable) -> int:
     is ``steps`` gradient steps of size ``alpha`` from ``theta`` (compared with autograd
     through :func:`mlbook.meta.inner_update`).
     """
-    theta = torch.tensor([1.0, 2.0], dtype=torch.float64)
-    a = torch.diag(torch.tensor([1.0, 3.0], dtype=torch.float64))
-    c = torch.zeros(2, dtype=torch.float64)
-    # (I - alpha A)^2 A theta with alpha = 0.5: (0.25 * 1 * 1, 0.25 * 3 * 2) = (0.25, 1.5)
-    compare(call(fn, theta.clone(), a, c, 0.5, 1, what="your meta-gradient function"),
-            torch.tensor([0.25, 1.5], dtype=torch.float64), "the meta-gradient",
-            case="A = diag(1, 3), c = 0, theta = (1, 2), alpha = 0.5, one step: "
-                 "(I - alpha A)^2 A (theta - c) = (0.25, 1.5)")
     cases = [(0, 2, 1, 0.4), (1, 2, 2, 0.4), (2, 5, 3, 0.2), (3, 3, 1, 0.9)]
     for seed, dim, steps, alpha in cases:
         theta, a, c = _bowl(seed, dim)
@@ -208,6 +200,14 @@ def check_quadratic_meta_gradient(fn: Callable) -> int:
             "the sign is flipped: a gradient points uphill": -(contraction @ a @ contraction)
             @ (theta - c),
         }, case)
+    theta = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    a = torch.diag(torch.tensor([1.0, 3.0], dtype=torch.float64))
+    c = torch.zeros(2, dtype=torch.float64)
+    # (I - alpha A)^2 A theta with alpha = 0.5: (0.25 * 1 * 1, 0.25 * 3 * 2) = (0.25, 1.5)
+    compare(call(fn, theta.clone(), a, c, 0.5, 1, what="your meta-gradient function"),
+            torch.tensor([0.25, 1.5], dtype=torch.float64), "the meta-gradient",
+            case="A = diag(1, 3), c = 0, theta = (1, 2), alpha = 0.5, one step: "
+                 "(I - alpha A)^2 A (theta - c) = (0.25, 1.5)")
     return len(cases) + 1
 
 
@@ -228,15 +228,6 @@ def check_fomaml_gradient(fn: Callable) -> int:
     set: ``inner_update(..., first_order=True)`` then differentiating with respect to
     ``params``. The answer is a dict with the names of ``params``.
     """
-    # Closed form: a constant predictor w, squared error. One step of 0.25 from w = 3 towards
-    # the support mean 1 gives phi = 2; the query mean is 0, so the gradient is 2 (phi - 0) = 4.
-    received = call(fn, _constant, leaves({"w": torch.tensor([3.0], dtype=torch.float64)}),
-                    torch.zeros(2, 1, dtype=torch.float64), torch.ones(2, 1, dtype=torch.float64),
-                    torch.zeros(3, 1, dtype=torch.float64), torch.zeros(3, 1, dtype=torch.float64),
-                    F.mse_loss, 0.25, 1, what="your FOMAML gradient")
-    _check_params(received, {"w": torch.tensor([4.0], dtype=torch.float64)}, "the gradient",
-                  "a constant predictor w = 3, support targets 1, query targets 0, one step of "
-                  "0.25: phi = 2 and the gradient is 2 (phi - 0) = 4")
     cases = [(10, 10, 1, 0.01, "K = 10, one step"), (11, 5, 5, 0.01, "K = 5, five steps"),
              (12, 1, 1, 0.05, "one-shot, one step")]
     for seed, points, steps, lr, case in cases:
@@ -260,6 +251,15 @@ def check_fomaml_gradient(fn: Callable) -> int:
             "this is the SUPPORT loss's gradient at phi: the outer loop scores the query set":
                 _grads(F.mse_loss(mlp(phi, sx), sy), theta, "", case),
         })
+    # Closed form: a constant predictor w, squared error. One step of 0.25 from w = 3 towards
+    # the support mean 1 gives phi = 2; the query mean is 0, so the gradient is 2 (phi - 0) = 4.
+    received = call(fn, _constant, leaves({"w": torch.tensor([3.0], dtype=torch.float64)}),
+                    torch.zeros(2, 1, dtype=torch.float64), torch.ones(2, 1, dtype=torch.float64),
+                    torch.zeros(3, 1, dtype=torch.float64), torch.zeros(3, 1, dtype=torch.float64),
+                    F.mse_loss, 0.25, 1, what="your FOMAML gradient")
+    _check_params(received, {"w": torch.tensor([4.0], dtype=torch.float64)}, "the gradient",
+                  "a constant predictor w = 3, support targets 1, query targets 0, one step of "
+                  "0.25: phi = 2 and the gradient is 2 (phi - 0) = 4")
     return len(cases) + 1
 
 
@@ -272,16 +272,6 @@ def check_reptile_step(fn: Callable) -> int:
     steps of plain gradient descent (step ``inner_lr``) from ``params``; the answer is the new
     initialisation ``theta + epsilon * mean_t (phi_t - theta)``, a dict like ``params``.
     """
-    # Closed form: constant predictor, squared error; each SGD step of 0.25 halves the gap
-    # to the task's target mean, so after 2 steps phi_t - theta = 0.75 (mean_t - theta).
-    tasks = [(torch.zeros(2, 1, dtype=torch.float64), torch.full((2, 1), v, dtype=torch.float64))
-             for v in (1.0, 3.0)]
-    received = call(fn, _constant, {"w": torch.tensor([0.0], dtype=torch.float64)}, tasks,
-                    F.mse_loss, 0.25, 2, 0.5, what="your Reptile step")
-    _check_params(received, {"w": torch.tensor([0.75], dtype=torch.float64)}, "the new theta",
-                  "a constant predictor w = 0, tasks with targets 1 and 3, two SGD steps of "
-                  "0.25 each halve the gap: phi = 0.75 and 2.25, theta + 0.5 * mean(phi - theta) "
-                  "= 0.75")
     cases = [(20, 1, 5, 0.02, 0.5, "one task, five inner steps"),
              (21, 4, 3, 0.02, 0.1, "four tasks, three inner steps"),
              (22, 3, 1, 0.05, 1.0, "three tasks, one inner step, epsilon = 1")]
@@ -315,4 +305,14 @@ def check_reptile_step(fn: Callable) -> int:
             del mistakes["theta moved all the way to the mean of the phi_t: scale the step by "
                          "epsilon"]
         _check_params(received, step(phis), "the new theta", case, mistakes)
+    # Closed form: constant predictor, squared error; each SGD step of 0.25 halves the gap
+    # to the task's target mean, so after 2 steps phi_t - theta = 0.75 (mean_t - theta).
+    tasks = [(torch.zeros(2, 1, dtype=torch.float64), torch.full((2, 1), v, dtype=torch.float64))
+             for v in (1.0, 3.0)]
+    received = call(fn, _constant, {"w": torch.tensor([0.0], dtype=torch.float64)}, tasks,
+                    F.mse_loss, 0.25, 2, 0.5, what="your Reptile step")
+    _check_params(received, {"w": torch.tensor([0.75], dtype=torch.float64)}, "the new theta",
+                  "a constant predictor w = 0, tasks with targets 1 and 3, two SGD steps of "
+                  "0.25 each halve the gap: phi = 0.75 and 2.25, theta + 0.5 * mean(phi - theta) "
+                  "= 0.75")
     return len(cases) + 1

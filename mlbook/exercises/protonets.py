@@ -46,11 +46,6 @@ def check_prototypes(fn: Callable) -> int:
     Row ``c`` must be the mean of the embeddings whose label is ``c``; the labels may come in
     any order.
     """
-    z = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0], [0.0, 2.0]], dtype=torch.float64)
-    y = torch.tensor([0, 0, 1, 1])
-    compare(call(fn, z, y, 2, what="your prototypes function"),
-            torch.tensor([[1.0, 0.0], [0.0, 3.0]], dtype=torch.float64), "the prototypes",
-            case="two classes of two points each, whose means are (1, 0) and (0, 3)")
     for seed, n_way, k_shot, _, case in CASES:
         sz, sy, _, _ = episode_embeddings(seed, n_way, k_shot, 1)
         received = call(fn, sz.clone(), sy.clone(), n_way, what="your prototypes function")
@@ -63,11 +58,15 @@ def check_prototypes(fn: Callable) -> int:
             "the rows are not in label order: row c must be the prototype of label c": sums.flip(0)
             / k_shot,
         }
-        if k_shot > 1:
-            mistakes["the code assumes the support set is sorted by class (a reshape); select "
-                     "each class's examples by their labels instead"] = _sorted_reshape_mean(
-                         sz, sy, n_way)
+        mistakes["the code assumes the support set is sorted by class (a reshape); select "
+                 "each class's examples by their labels instead"] = _sorted_reshape_mean(
+                     sz, sy, n_way)
         compare(received, prototypes(sz, sy, n_way), "the prototypes", mistakes, case)
+    z = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0], [0.0, 2.0]], dtype=torch.float64)
+    y = torch.tensor([0, 0, 1, 1])
+    compare(call(fn, z, y, 2, what="your prototypes function"),
+            torch.tensor([[1.0, 0.0], [0.0, 3.0]], dtype=torch.float64), "the prototypes",
+            case="two classes of two points each, whose means are (1, 0) and (0, 3)")
     return len(CASES) + 1
 
 
@@ -84,15 +83,6 @@ def check_protonet_loss(fn: Callable) -> int:
     squared Euclidean distances to the prototypes. It must be differentiable: the gradient
     with respect to the embeddings is compared too.
     """
-    # Closed form: one query at a prototype, the other prototype at squared distance 1.
-    sz = torch.tensor([[0.0], [1.0]], dtype=torch.float64)
-    sy = torch.tensor([0, 1])
-    qz = torch.tensor([[0.0]], dtype=torch.float64)
-    qy = torch.tensor([0])
-    expected = torch.log1p(torch.exp(torch.tensor(-1.0, dtype=torch.float64)))
-    compare(call(fn, sz, sy, qz, qy, 2, what="your loss function"), expected, "the loss",
-            case="one query on its class's prototype, the other prototype at squared distance "
-                 "1: the loss is log(1 + e^-1)")
     cases = CASES + [(4, 5, 2, 1, "5-way 2-shot, class 4 has no query")]
     for seed, n_way, k_shot, q_queries, case in cases:
         sz, sy, qz, qy = episode_embeddings(seed, n_way, k_shot, q_queries)
@@ -126,4 +116,13 @@ def check_protonet_loss(fn: Callable) -> int:
         for name, g, r in zip(("support", "query"), grads, ref_grads, strict=True):
             compare(g, r, f"the gradient of the loss with respect to the {name} embeddings",
                     case=case)
+    # Closed form: one query at a prototype, the other prototype at squared distance 1.
+    sz = torch.tensor([[0.0], [1.0]], dtype=torch.float64)
+    sy = torch.tensor([0, 1])
+    qz = torch.tensor([[0.0]], dtype=torch.float64)
+    qy = torch.tensor([0])
+    expected = torch.log1p(torch.exp(torch.tensor(-1.0, dtype=torch.float64)))
+    compare(call(fn, sz, sy, qz, qy, 2, what="your loss function"), expected, "the loss",
+            case="one query on its class's prototype, the other prototype at squared distance "
+                 "1: the loss is log(1 + e^-1)")
     return len(cases) + 1

@@ -84,23 +84,6 @@ def check_l2sp_penalty(fn: Callable) -> int:
     cases = [(0, 1.0, 0.0, True, "alpha = 1, beta = 0"),
              (1, 0.1, 0.01, True, "alpha = 0.1, beta = 0.01"),
              (2, 0.5, 0.3, False, "a model without new modules: new = []")]
-    # Closed form: one shared weight moved from 1 to 3 and one head weight 2, alpha = beta = 1:
-    # 1/2 * (3 - 1)^2 + 1/2 * 2^2 = 4.
-    net = nn.Sequential()
-    net.add_module("body", nn.Linear(1, 1, bias=False))
-    net.add_module("head", nn.Linear(1, 1, bias=False))
-    net.double()
-    with torch.no_grad():
-        net.body.weight.fill_(1.0)
-        net.head.weight.fill_(5.0)
-    reference = {n: p.detach().clone() for n, p in net.named_parameters()}
-    with torch.no_grad():
-        net.body.weight.fill_(3.0)
-        net.head.weight.fill_(2.0)
-    compare(call(fn, net, reference, ["head"], 1.0, 1.0, what="your l2sp_penalty"),
-            torch.tensor(4.0, dtype=torch.float64), "the penalty",
-            case="one shared weight moved from 1 to 3, a head weight 2, alpha = beta = 1: "
-                 "(3 - 1)^2 / 2 + 2^2 / 2 = 4")
     for seed, alpha, beta, with_head, case in cases:
         model = _Net(seed, with_head)
         new = ["head"] if with_head else []
@@ -145,6 +128,23 @@ def check_l2sp_penalty(fn: Callable) -> int:
             compare(torch.zeros_like(p) if got is None else got,
                     torch.zeros_like(p) if ref is None else ref,
                     f"the gradient of the penalty with respect to {name!r}", case=case)
+    # Closed form: one shared weight moved from 1 to 3 and one head weight 2, alpha = beta = 1:
+    # 1/2 * (3 - 1)^2 + 1/2 * 2^2 = 4.
+    net = nn.Sequential()
+    net.add_module("body", nn.Linear(1, 1, bias=False))
+    net.add_module("head", nn.Linear(1, 1, bias=False))
+    net.double()
+    with torch.no_grad():
+        net.body.weight.fill_(1.0)
+        net.head.weight.fill_(5.0)
+    reference = {n: p.detach().clone() for n, p in net.named_parameters()}
+    with torch.no_grad():
+        net.body.weight.fill_(3.0)
+        net.head.weight.fill_(2.0)
+    compare(call(fn, net, reference, ["head"], 1.0, 1.0, what="your l2sp_penalty"),
+            torch.tensor(4.0, dtype=torch.float64), "the penalty",
+            case="one shared weight moved from 1 to 3, a head weight 2, alpha = beta = 1: "
+                 "(3 - 1)^2 / 2 + 2^2 / 2 = 4")
     return len(cases) + 1
 
 
@@ -164,7 +164,7 @@ def _arcs(seed: int, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
     g = generator(seed)
     top = math.pi / 2 + 0.2 * (2 * torch.rand(per_class, generator=g) - 1)
     sides = torch.rand(per_class, generator=g) * 0.9
-    sides = torch.where(torch.arange(per_class) % 2 == 0, sides, math.pi - sides)
+    sides = torch.where(torch.rand(per_class, generator=g) < 0.5, sides, math.pi - sides)
     angle = torch.cat([top, sides])
     radius = torch.exp(torch.empty(2 * per_class).uniform_(math.log(0.05), math.log(20),
                                                            generator=g))
