@@ -21,7 +21,7 @@ export PYTHONHASHSEED := 0
 # Notebooks are the .ipynb chapters listed in _toc.yml, in book order.
 NOTEBOOKS = $(shell $(PY) -c "import re,pathlib;print(' '.join(f+'.ipynb' for f in re.findall(r'file:\s*(\S+)', pathlib.Path('_toc.yml').read_text()) if pathlib.Path(f+'.ipynb').is_file()))")
 
-.PHONY: install book test unit nbval strict lint lab clean publish
+.PHONY: install book test unit nbval strict lint lab clean publish exercises
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
@@ -77,6 +77,11 @@ strict: $(STAMP)
 ## serves, as Jupyter Book documents it (-n: add .nojekyll, -p: push, -f: replace the branch).
 publish: book
 	$(BIN)/ghp-import -n -p -f _build/html
+
+## exercises: the student edition, every chapter without its solution cells, in _build/exercises
+## (grade a filled-in one with: $(PY) -m mlbook.exercises grade NOTEBOOK.ipynb)
+exercises: $(STAMP)
+	$(PY) -m mlbook.exercises student-edition _build/exercises $(NOTEBOOKS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

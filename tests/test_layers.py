@@ -30,6 +30,9 @@ ALLOWED = {
                     "mlbook.loops", "mlbook.checkpoint"},
     "mlbook.zoo": {"mlbook._env", "mlbook._io", "mlbook.data", "mlbook.models",
                    "mlbook.meta"},
+    # exercises checks students' code against the methods, at the top beside zoo and plots
+    "mlbook.exercises": {"mlbook._env", "mlbook._io", "mlbook.data", "mlbook.models",
+                         "mlbook.loops", "mlbook.checkpoint", "mlbook.transfer", "mlbook.meta"},
 }
 
 
