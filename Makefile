@@ -42,7 +42,7 @@ ONE_THREAD := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 book: $(STAMP)
 	$(PY) .ci/execute_book.py --jobs $(JOBS) --cache _build/.jupyter_cache $(NOTEBOOKS)
 	$(BIN)/jupyter-book build . --path-output . --builder html
-	MLBOOK_HTML=_build/html $(BIN)/pytest -q -p no:cacheprovider tests/test_rendered_html.py
+	MLBOOK_HTML=_build/html $(BIN)/pytest -q -p no:cacheprovider tests/test_rendered_html.py tests/test_browser.py
 	@echo "Open _build/html/index.html"
 
 ## test: ruff, unit tests, every notebook under nbval, and a strict (warnings-as-errors) build
@@ -66,12 +66,14 @@ nbval: $(STAMP)
 # The strict build reuses _config.yml with execution switched off (nbval already ran the
 # chapters): broken cross-references, citations and toc entries fail it. After each build,
 # tests/test_rendered_html.py scans its pages for machine paths, stderr blocks and warnings
-# (the executed outputs are only in `make book`'s _build/html, so `book` scans those).
+# (the executed outputs are only in `make book`'s _build/html, so `book` scans those), and
+# tests/test_browser.py opens pages in headless Chromium: formulas typeset offline, nothing
+# loaded from outside the build.
 strict: $(STAMP)
 	@mkdir -p _build
 	$(PY) -c "import yaml; c = yaml.safe_load(open('_config.yml')); c['execute']['execute_notebooks'] = 'off'; yaml.safe_dump(c, open('_build/strict_config.yml', 'w'))"
 	$(BIN)/jupyter-book build . --path-output _build/strict --builder html --all --warningiserror --keep-going --config _build/strict_config.yml
-	MLBOOK_HTML=_build/strict/_build/html $(BIN)/pytest -q -p no:cacheprovider tests/test_rendered_html.py
+	MLBOOK_HTML=_build/strict/_build/html $(BIN)/pytest -q -p no:cacheprovider tests/test_rendered_html.py tests/test_browser.py
 
 ## publish: build the book, then push _build/html to the gh-pages branch that GitHub Pages
 ## serves, as Jupyter Book documents it (-n: add .nojekyll, -p: push, -f: replace the branch).
