@@ -27,7 +27,9 @@ ALLOWED = {
     # the confidence level of an interval is a choice of the reader's, not a measurement
     "confidence level": re.compile(r"\b95\s?%(?=\s+(?:confidence\s+|paired\s+)?(?:interval|CI))"),
     # chance is 1/N of an N-way task, stated next to the word
-    "chance level": re.compile(r"chance(?: is| level)?,? \(?\d+(?:\.\d+)?\s?%|\d+\s?% (?:is )?chance"),
+    "chance level": re.compile(
+        r"chance(?: is| level)?,? \(?\d+(?:\.\d+)?\s?%|\d+\s?% (?:is )?chance"
+    ),
     # line numbers of an algorithm box ("line 2.3", "lines 2.2.2-2.2.3")
     "algorithm line": re.compile(r"\blines? \d+(?:\.\d+)+(?:\s?[-–]\s?\d+(?:\.\d+)+)?"),
     # software versions
@@ -115,7 +117,8 @@ def test_the_toc_lists_the_book():
 
 @pytest.mark.parametrize("page", PAGES)
 def test_numbers_in_prose_are_computed_or_cited(page):
-    bad = [f"{where}: {number}" for where, text in prose(page) for number in unexplained_numbers(text)]
+    bad = [f"{where}: {number}"
+           for where, text in prose(page) for number in unexplained_numbers(text)]
     assert not bad, (
         "numbers in markdown that no cell computes and no {cite} backs (write them from a "
         "cell with display(Markdown(...)), cite the paper in the same paragraph, or put an "
