@@ -24,7 +24,6 @@ is drawn. That both ways compute the same training is a unit test
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import statistics
@@ -129,7 +128,6 @@ def main(argv: list[str] | None = None) -> dict:
     rounds, rows, timed = 4, [], 0
     for label, (factory, n_way, k_shot, queries, tasks) in SETTINGS.items():
         nets = {fast: factory(fast).train() for fast in (False, True)}
-        nets[True].load_state_dict(copy.deepcopy(nets[False].state_dict()))
         episode = random_episode(n_way, k_shot, queries, tasks,
                                  torch.Generator().manual_seed(0))
         counted = factory(False).train()

@@ -18,9 +18,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_rendered_html import _build_dirs  # the same builds, found the same way
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_BUILDS = ("_build/html", "_build/strict/_build/html")
 #: Chapters heavy in mathematics (inline and display).
 PAGES = ("book/maml_sinusoid.html", "book/fewshot_omniglot.html", "book/maml_math.html")
 #: Hosts a page may link to (never load from): the launch buttons and the repository.
@@ -31,12 +30,6 @@ MATH_ELEMENT = re.compile(r'<(span|div) class="math notranslate nohighlight">')
 RESOURCE = re.compile(r'<(?:script|img|iframe|source)\b[^>]*\bsrc="([^"]+)"'
                       r'|<link\b[^>]*\bhref="([^"]+)"')
 ANCHOR = re.compile(r'<a\b[^>]*\bhref="(https?://[^"/]+)')
-
-
-def _builds() -> list[Path]:
-    given = os.environ.get("MLBOOK_HTML")
-    names = given.split(os.pathsep) if given else DEFAULT_BUILDS
-    return [d for d in (ROOT / n for n in names if n) if (d / "index.html").is_file()]
 
 
 def _browser() -> str:
@@ -50,7 +43,8 @@ def _browser() -> str:
 
 
 def _pages() -> list[Path]:
-    return [build / page for build in _builds() for page in PAGES if (build / page).is_file()]
+    return [build / page for build in _build_dirs() for page in PAGES
+            if (build / page).is_file()]
 
 
 def _dom(page: Path) -> str:
