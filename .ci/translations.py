@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import re
 import subprocess
 import sys
@@ -50,11 +51,15 @@ HEADER = {
 
 def extract(out: Path = TEMPLATES) -> Path:
     """Run Sphinx's gettext builder over the book (nothing is executed) into ``out``."""
-    subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "config", "sphinx", str(REPO)],
+    jupyter_book = str(Path(sys.executable).parent / "jupyter-book")
+    subprocess.run([jupyter_book, "config", "sphinx", str(REPO)],
                    check=True, capture_output=True)
     subprocess.run([sys.executable, "-m", "sphinx", "-b", "gettext", "-q", "-E",
                     "-D", "gettext_compact=0", "-D", "nb_execution_mode=off",
-                    str(REPO), str(out)], check=True, cwd=REPO)
+                    str(REPO), str(out)], check=True, cwd=REPO,
+                   # the generated conf.py names the book's local extension but not its folder
+                   env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                       filter(None, [str(REPO / "book" / "_ext"), os.environ.get("PYTHONPATH")]))})
     return out
 
 
@@ -93,7 +98,8 @@ def needs_translation(msgid: str) -> bool:
 
 # --- update ------------------------------------------------------------------------------------
 
-def update(root: Path = TEMPLATES, catalogues: Path = CATALOGUES) -> dict[str, int]:
+def update(root: Path = TEMPLATES, catalogues: Path = CATALOGUES,
+           pages: list[str] | None = None) -> dict[str, int]:
     """Merge each template into its catalogue; return the number of untranslated messages.
 
     Translations of messages that are still in the template are kept; a message that is new
@@ -104,6 +110,8 @@ def update(root: Path = TEMPLATES, catalogues: Path = CATALOGUES) -> dict[str, i
     """
     todo = {}
     for page, template in templates(root).items():
+        if pages and page not in pages:
+            continue
         path = catalogues / f"{page}.po"
         old = polib.pofile(str(path)) if path.is_file() else polib.POFile()
         known = {e.msgid: e for e in old if not e.obsolete}
@@ -171,7 +179,7 @@ def terms(path: Path = TERMS) -> list[Term]:
     return out
 
 
-ALLOW = re.compile(r"#\s*terms-ok:\s*(.+)")
+ALLOW = re.compile(r"terms-ok:\s*(.+)")
 
 
 def problems(entry: polib.POEntry, term_list: list[Term]) -> list[str]:
@@ -231,6 +239,31 @@ def check(paths: list[Path] | None = None, root: Path | None = None) -> list[str
     return report
 
 
+# --- the Chinese build's configuration --------------------------------------------------------
+
+def chinese_config(out: Path, execute: bool = True) -> Path:
+    """Write ``_config.yml`` for the Chinese edition to ``out``.
+
+    Same book, ``language: zh_CN`` (the theme's own words in Chinese, the catalogues read),
+    Chinese search (jieba), and the English build's execution cache, so that no chapter runs a
+    second time; ``execute=False`` switches execution off (the strict build).
+    """
+    import yaml
+
+    config = yaml.safe_load((REPO / "_config.yml").read_text(encoding="utf-8"))
+    config["title"] = "快速适应新任务"
+    config["execute"]["cache"] = str(REPO / "_build" / ".jupyter_cache")
+    if not execute:
+        config["execute"]["execute_notebooks"] = "off"
+    # paths of local extensions are read relative to the configuration file
+    config["sphinx"]["local_extensions"] = {
+        name: str(REPO / path) for name, path in config["sphinx"]["local_extensions"].items()}
+    config["sphinx"]["config"].update(language=LANGUAGE, html_search_language="zh")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return out
+
+
 # --- dump and apply: a plain-text format a translator can write without escaping -------------
 
 MARK = re.compile(r"^=== (\d+)$", re.M)
@@ -256,7 +289,7 @@ def apply(path: Path, text: str) -> list[str]:
     po, entries = _entries(path)
     pieces = MARK.split(text)
     term_list, report = terms(), []
-    for number, body in zip(pieces[1::2], pieces[2::2]):
+    for number, body in zip(pieces[1::2], pieces[2::2], strict=True):
         entry = entries[int(number)]
         body = body.strip("\n")
         if entry.msgid.startswith("\n"):
@@ -275,11 +308,15 @@ def apply(path: Path, text: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("update", help="extract the templates and merge them into the catalogues")
+    updater = sub.add_parser("update", help="extract the templates, merge them into the catalogues")
+    updater.add_argument("pages", nargs="*", help="only these pages (book/intro ...)")
     checker = sub.add_parser("check", help="report untranslated, fuzzy or damaged messages")
     checker.add_argument("po", nargs="*", type=Path, help="catalogues (default: all)")
     checker.add_argument("--against-source", action="store_true",
                          help="also extract the templates and compare (what CI does)")
+    configurer = sub.add_parser("config", help="write the Chinese build's _config.yml")
+    configurer.add_argument("out", type=Path)
+    configurer.add_argument("--no-execute", action="store_true")
     dumper = sub.add_parser("dump", help="print the messages still to translate, numbered")
     dumper.add_argument("po", type=Path)
     dumper.add_argument("--all", action="store_true", help="every message, translated or not")
@@ -287,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     applier.add_argument("po", type=Path)
     applier.add_argument("file", type=Path)
     args = parser.parse_args(argv)
+    if args.command == "config":
+        print(chinese_config(args.out, execute=not args.no_execute))
+        return 0
     if args.command == "dump":
         print(dump(args.po, args.all), end="")
         return 0
@@ -295,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(report) if report else "applied; markup and terms intact")
         return 1 if report else 0
     if args.command == "update":
-        for page, n in update(extract()).items():
+        for page, n in update(extract(), pages=args.pages).items():
             print(f"{page}: {n} to translate")
         return 0
     report = check([p.resolve() for p in args.po] or None,
