@@ -74,7 +74,8 @@ def is_docstring(entry: polib.POEntry) -> bool:
     """A message that only autodoc's docstrings produce (it stays English)."""
     # polib splits "path:docstring of name:line" at the spaces; the page files are what count
     files = [f for f, _ in entry.occurrences if "/" in f]
-    return any(":docstring" in f for f in files) and not any(
+    docstring = re.compile(r"(?:^|[:/])docstring$|:docstring\b")  # attributes: "../../docstring"
+    return any(docstring.search(f) for f in files) and not any(
         _source_of(f).startswith("book/") for f in files)
 
 
@@ -87,10 +88,17 @@ def templates(root: Path = TEMPLATES) -> dict[str, polib.POFile]:
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
+def is_display_math(msgid: str) -> bool:
+    """A ``$$...$$`` block: gettext gives its LaTeX between two newlines, without the $$."""
+    return msgid.startswith("\n") and msgid.endswith("\n") and len(msgid.strip()) > 0
+
+
 def needs_translation(msgid: str) -> bool:
     """False for messages that are the same in both editions: display mathematics, code,
     numbers, and the glossary's bilingual headwords ("Transfer learning · 迁移学习")."""
     if " · " in msgid and CJK.search(msgid) and "\n" not in msgid and len(msgid) < 90:
+        return False
+    if is_display_math(msgid):
         return False
     prose = LINK.sub("", CODE.sub("", MATH.sub("", ROLE.sub("", msgid))))
     return re.search(r"[A-Za-z]{2,}", prose) is not None
@@ -123,7 +131,7 @@ def update(root: Path = TEMPLATES, catalogues: Path = CATALOGUES,
             sources = sorted({_source_of(f) for f, _ in entry.occurrences if "/" in f})
             kept = known.get(entry.msgid)
             fresh = polib.POEntry(msgid=entry.msgid, occurrences=[(s, "") for s in sources])
-            if kept is None and not needs_translation(entry.msgid):
+            if (kept is None or not kept.msgstr) and not needs_translation(entry.msgid):
                 kept = polib.POEntry(msgid=entry.msgid, msgstr=entry.msgid)
             if kept is not None:
                 fresh.msgstr, fresh.flags = kept.msgstr, list(kept.flags)
@@ -143,7 +151,7 @@ def update(root: Path = TEMPLATES, catalogues: Path = CATALOGUES,
 
 # --- checks ------------------------------------------------------------------------------------
 
-ROLE = re.compile(r"\{[a-z:]+\}`[^`]*`")
+ROLE = re.compile(r"\{[a-z:]+\}`[^`]*`|(?<![\w`]):[a-z]+(?::[a-z]+)*:`[^`]*`")  # MyST and rST
 CODE = re.compile(r"(?<![`}])`([^`]+)`")
 MATH = re.compile(r"\$\$.+?\$\$|\$[^$\n]+?\$", re.S)
 LINK = re.compile(r"\]\(([^)\s]+)\)")
@@ -188,6 +196,8 @@ def problems(entry: polib.POEntry, term_list: list[Term]) -> list[str]:
         return ["untranslated"]
     if entry.fuzzy:
         return ["fuzzy (the English changed; update the translation, then drop the flag)"]
+    if is_display_math(entry.msgid):
+        return [] if entry.msgstr == entry.msgid else ["display mathematics must stay as it is"]
     found = []
     source, target = markup(entry.msgid), markup(entry.msgstr)
     for kind in source:

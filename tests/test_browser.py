@@ -43,8 +43,11 @@ def _browser() -> str:
 
 
 def _pages() -> list[Path]:
-    return [build / page for build in _build_dirs() for page in PAGES
-            if (build / page).is_file()]
+    # both editions: make book puts the Chinese one in <build>/zh_CN, make strict in its own
+    # build folder (which _build_dirs lists)
+    editions = [e for b in _build_dirs() for e in (b, b / "zh_CN") if (e / "index.html").is_file()]
+    return [edition / page for edition in editions for page in PAGES
+            if (edition / page).is_file()]
 
 
 def _dom(page: Path) -> str:
