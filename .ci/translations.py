@@ -154,6 +154,7 @@ def update(root: Path = TEMPLATES, catalogues: Path = CATALOGUES,
 ROLE = re.compile(r"\{[a-z:]+\}`[^`]*`|(?<![\w`]):[a-z]+(?::[a-z]+)*:`[^`]*`")  # MyST and rST
 CODE = re.compile(r"(?<![`}])`([^`]+)`")
 MATH = re.compile(r"\$\$.+?\$\$|\$[^$\n]+?\$", re.S)
+TITLED = re.compile(r"^(\{[a-z:]+\}|:[a-z:]+:)`[^`<]*<([^`>]+)>`$")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 LATIN_NAMES = re.compile(r"\b(?:MAML|ANIL|Meta-SGD|ProtoMAML|FOMAML|Reptile|ProtoNets?|LoRA|"
                          r"BitFit|DANN|L2-SP|iMAML|CNP|SNAIL|MANN|Omniglot|ImageNet|mlbook)\b")
@@ -163,7 +164,8 @@ def markup(text: str) -> dict[str, Counter]:
     """What must survive translation unchanged: roles, code spans, mathematics, link targets."""
     without_roles = ROLE.sub("", text)
     return {
-        "roles": Counter(ROLE.findall(text)),
+        # a role's target must survive; its own link text ({ref}`text <target>`) is translated
+        "roles": Counter(TITLED.sub(r"\1`\2`", role) for role in ROLE.findall(text)),
         "code": Counter(CODE.findall(MATH.sub("", without_roles))),
         "math": Counter(m.strip() for m in MATH.findall(without_roles)),
         "links": Counter(LINK.findall(text)),

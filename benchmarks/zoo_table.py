@@ -19,21 +19,13 @@ import argparse
 import json
 from pathlib import Path
 
+from mlbook.zoo import PUBLISHED
+
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- zoo table -->\n", "<!-- /zoo table -->"
 
 
 PROTOCOLS = REPO / "benchmarks" / "results" / "zoo_protocols.json"
-SNELL = "Snell et al. 2017: rotated test classes"
-FINN = "Finn et al. 2017: rotated test classes, transductive batch norm"
-#: method -> {setting: (published accuracy %, source and its protocol)}
-PAPERS = {
-    "protonet": {"5w1s": (98.8, SNELL), "5w5s": (99.7, SNELL), "20w1s": (96.0, SNELL),
-                 "20w5s": (98.9, SNELL)},
-    "maml": {"5w1s": (98.7, FINN)}, "fomaml": {"5w1s": (98.3, FINN)},
-    "metasgd": {"5w1s": (99.53, "Li et al. 2017")},
-    "reptile": {"5w1s": (97.68, "Nichol et al. 2018: unrotated test classes, transductive")},
-}
 #: how each method normalises at test time: the difference from the papers that remains
 BATCH_NORM = {"protonet": "running statistics", "transfer": "running statistics",
               "icl": "running statistics"}
@@ -72,9 +64,9 @@ def zoo_table(index: dict, protocols: dict | None = None) -> str:
                 f" ({scored['test_episodes']} episodes)" if scored["test_episodes"] != 600 else "")
         else:
             rotated = "pending"
-        papers = PAPERS.get(meta["method"], {})
-        published = "; ".join(f"{s} {papers[s][0]:g} ({papers[s][1]})" for s in meta["test"]
-                              if s in papers) or "-"
+        published = "; ".join(
+            f"{s} {PUBLISHED[meta['method'], s][0]:g} ({PUBLISHED[meta['method'], s][1]})"
+            for s in meta["test"] if (meta["method"], s) in PUBLISHED) or "-"
         batch_norm = BATCH_NORM.get(meta["method"], "batch statistics (transductive)")
         minutes = f"{meta['train_seconds'] / 60:.0f}"
         if "init_train_seconds" in meta:  # its encoder started from another zoo model

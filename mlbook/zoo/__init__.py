@@ -40,6 +40,20 @@ REQUIRED_KEYS = ("method", "split", "n_way", "k_shot", "image_size", "inner_lr",
                  "sha256", "file")
 
 
+_SNELL = "Snell et al. 2017: rotated test classes"
+_FINN = "Finn et al. 2017: rotated test classes, transductive batch norm"
+#: The published Omniglot accuracies (%) the zoo's models are set beside, with each paper's
+#: test protocol: ``(method, setting) -> (accuracy, "source: protocol")``. The README's zoo
+#: table and the few-shot chapter both read them from here.
+PUBLISHED: dict[tuple[str, str], tuple[float, str]] = {
+    ("protonet", "5w1s"): (98.8, _SNELL), ("protonet", "5w5s"): (99.7, _SNELL),
+    ("protonet", "20w1s"): (96.0, _SNELL), ("protonet", "20w5s"): (98.9, _SNELL),
+    ("maml", "5w1s"): (98.7, _FINN), ("fomaml", "5w1s"): (98.3, _FINN),
+    ("metasgd", "5w1s"): (99.53, "Li et al. 2017"),
+    ("reptile", "5w1s"): (97.68, "Nichol et al. 2018: unrotated test classes, transductive"),
+}
+
+
 class ZooError(RuntimeError):
     """A zoo model cannot be found, verified or loaded."""
 
