@@ -59,3 +59,30 @@ def test_plain_maml_runs_no_fast_code(monkeypatch):
     loss, _ = learner.meta_loss(Batch())
     loss.backward()
     assert learner.task_scores(Batch()).shape == (3,)
+
+
+def test_plain_reptile_runs_no_fast_code(monkeypatch):
+    from mlbook.meta import Reptile
+
+    learner = Reptile(mlp(), inner_lr=0.01, inner_steps=2, loss_fn=F.mse_loss, fast=False)
+    assert type(learner.runner) is PlainRunner
+    theta = [p.detach().clone() for p in learner.model.parameters()]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("fast=False ran _fast code")
+
+    monkeypatch.setattr(tasks_mod.AttachGradients, "apply", refuse)
+    monkeypatch.setattr(runner_mod, "map_task_chunks", refuse)
+    monkeypatch.setattr(runner_mod.Interpreter, "__call__", refuse)
+    batch = Batch()
+    loss, _ = learner.meta_loss(batch)
+    loss.backward()
+    # the gradient is theta - mean phi, and the loss's value the mean query loss
+    phis = [learner.adapt(batch.support_x[t], batch.support_y[t]) for t in range(3)]
+    with torch.no_grad():
+        query = torch.stack([F.mse_loss(learner.predict(phi, batch.query_x[t]), batch.query_y[t])
+                             for t, phi in enumerate(phis)]).mean()
+    assert loss.item() == query.item()
+    for (name, p), before in zip(learner.model.named_parameters(), theta, strict=True):
+        mean_phi = sum(phi[name] for phi in phis) / 3
+        torch.testing.assert_close(p.grad, before - mean_phi, rtol=0, atol=1e-12)

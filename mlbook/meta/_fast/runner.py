@@ -47,9 +47,9 @@ class PlainRunner:
         losses, scores = zip(*(task_loss(t) for t in range(num_tasks)), strict=True)
         return torch.stack(losses).mean(), float(torch.stack(scores).mean())
 
-    def map_task_chunks(self, chunk: Callable[[range], Any], num_tasks: int) -> None:
-        """``chunk(range(num_tasks))`` in the calling thread."""
-        chunk(range(num_tasks))
+    def map_task_chunks(self, chunk: Callable[[range], Any], num_tasks: int) -> list[Any]:
+        """``[chunk(range(num_tasks))]``, in the calling thread."""
+        return [chunk(range(num_tasks))]
 
 
 class ThreadedRunner(PlainRunner):
@@ -72,9 +72,10 @@ class ThreadedRunner(PlainRunner):
         return meta_loss_in_threads(task_loss, learner.meta_parameters(), num_tasks,
                                     self._threads(num_tasks))
 
-    def map_task_chunks(self, chunk: Callable[[range], Any], num_tasks: int) -> None:
-        """``chunk`` on contiguous chunks of the tasks, one Python thread per chunk."""
-        map_task_chunks(chunk, num_tasks, self._threads(num_tasks))
+    def map_task_chunks(self, chunk: Callable[[range], Any], num_tasks: int) -> list[Any]:
+        """``chunk`` on contiguous chunks of the tasks, one Python thread per chunk; the
+        results in chunk order."""
+        return map_task_chunks(chunk, num_tasks, self._threads(num_tasks))
 
 
 class VmapRunner(PlainRunner):
