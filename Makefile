@@ -21,7 +21,7 @@ export PYTHONHASHSEED := 0
 # Notebooks are the .ipynb chapters listed in _toc.yml, in book order.
 NOTEBOOKS = $(shell $(PY) -c "import re,pathlib;print(' '.join(f+'.ipynb' for f in re.findall(r'file:\s*(\S+)', pathlib.Path('_toc.yml').read_text()) if pathlib.Path(f+'.ipynb').is_file()))")
 
-.PHONY: install book test unit nbval strict lint lab clean publish exercises
+.PHONY: install book test unit nbval strict lint lab clean publish exercises translations
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
@@ -42,8 +42,11 @@ ONE_THREAD := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 book: $(STAMP)
 	$(PY) .ci/execute_book.py --jobs $(JOBS) --cache _build/.jupyter_cache $(NOTEBOOKS)
 	$(BIN)/jupyter-book build . --path-output . --builder html
-	MLBOOK_HTML=_build/html $(BIN)/pytest -q -p no:cacheprovider tests/test_rendered_html.py
-	@echo "Open _build/html/index.html"
+	$(PY) .ci/translations.py config _build/zh_config.yml
+	$(BIN)/jupyter-book build . --path-output _build/zh --builder html --config _build/zh_config.yml
+	rm -rf _build/html/zh_CN && cp -r _build/zh/_build/html _build/html/zh_CN
+	MLBOOK_HTML=_build/html $(BIN)/pytest -q -p no:cacheprovider tests/test_rendered_html.py tests/test_browser.py
+	@echo "Open _build/html/index.html (English) or _build/html/zh_CN/index.html (中文)"
 
 ## test: ruff, unit tests, every notebook under nbval, and a strict (warnings-as-errors) build
 test: lint unit nbval strict
@@ -66,14 +69,18 @@ nbval: $(STAMP)
 # The strict build reuses _config.yml with execution switched off (nbval already ran the
 # chapters): broken cross-references, citations and toc entries fail it. After each build,
 # tests/test_rendered_html.py scans its pages for machine paths, stderr blocks and warnings
-# (the executed outputs are only in `make book`'s _build/html, so `book` scans those).
+# (the executed outputs are only in `make book`'s _build/html, so `book` scans those), and
+# tests/test_browser.py opens pages in headless Chromium: formulas typeset offline, nothing
+# loaded from outside the build.
 strict: $(STAMP)
 	@mkdir -p _build
-	$(PY) -c "import yaml; c = yaml.safe_load(open('_config.yml')); c['execute']['execute_notebooks'] = 'off'; yaml.safe_dump(c, open('_build/strict_config.yml', 'w'))"
+	$(PY) -c "import yaml; c = yaml.safe_load(open('_config.yml')); c['execute']['execute_notebooks'] = 'off'; c['sphinx']['local_extensions'] = {k: '$(abspath .)/' + v for k, v in c['sphinx']['local_extensions'].items()}; yaml.safe_dump(c, open('_build/strict_config.yml', 'w'))"
 	$(BIN)/jupyter-book build . --path-output _build/strict --builder html --all --warningiserror --keep-going --config _build/strict_config.yml
-	MLBOOK_HTML=_build/strict/_build/html $(BIN)/pytest -q -p no:cacheprovider tests/test_rendered_html.py
+	$(PY) .ci/translations.py config _build/zh_strict_config.yml --no-execute
+	$(BIN)/jupyter-book build . --path-output _build/strict_zh --builder html --all --warningiserror --keep-going --config _build/zh_strict_config.yml
+	MLBOOK_HTML=_build/strict/_build/html:_build/strict_zh/_build/html $(BIN)/pytest -q -p no:cacheprovider tests/test_rendered_html.py tests/test_browser.py
 
-## publish: build the book, then push _build/html to the gh-pages branch that GitHub Pages
+## publish: build the book (both editions), then push _build/html to the gh-pages branch that GitHub Pages
 ## serves, as Jupyter Book documents it (-n: add .nojekyll, -p: push, -f: replace the branch).
 publish: book
 	$(BIN)/ghp-import -n -p -f _build/html
@@ -82,6 +89,11 @@ publish: book
 ## (grade a filled-in one with: $(PY) -m mlbook.exercises grade NOTEBOOK.ipynb)
 exercises: $(STAMP)
 	$(PY) -m mlbook.exercises student-edition _build/exercises $(NOTEBOOKS)
+
+## translations: after changing English text, merge it into the Chinese catalogues
+## (book/locales/zh_CN; see its README.md), then list what is left to translate
+translations: $(STAMP)
+	$(PY) .ci/translations.py update
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -130,6 +130,22 @@ def test_standard_split(splits):
     assert torch.equal(train[3600 + 5], torch.rot90(pooled[train_ids[5]], 3, dims=(-2, -1)))
 
 
+def test_standard_split_with_rotated_test_classes_is_the_papers_protocol(splits):
+    train, test = omniglot_standard_split(seed=0, rotate_test=True)
+    assert train.shape == (4800, 20, 1, 28, 28) and test.shape == (1692, 20, 1, 28, 28)
+    unrotated = omniglot_standard_split(seed=0)[1]
+    assert torch.equal(test[:423], unrotated)  # rotation 0 first: the default's classes
+    # class c + k*423 is test character c turned by k*90 degrees
+    for k in (1, 2, 3):
+        assert torch.equal(test[k * 423 + 7], torch.rot90(unrotated[7], k, dims=(-2, -1)))
+    assert not torch.equal(test[423 + 7], unrotated[7])  # a drawing is not rotation-symmetric
+    # the training classes do not depend on the test protocol
+    assert torch.equal(train, omniglot_standard_split(seed=0)[0])
+    assert omniglot_standard_split(rotations=False, rotate_test=True)[0].shape[0] == 1200
+    with pytest.raises(TypeError, match="rotate_test must be True or False"):
+        omniglot_standard_split(rotate_test="yes")
+
+
 def test_rotate_classes_turns_counter_clockwise():
     img = torch.zeros(1, 1, 1, 3, 3)
     img[..., 0, 2] = 1.0  # top-right pixel

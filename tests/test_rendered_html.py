@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_BUILDS = ("_build/html", "_build/strict/_build/html")
+DEFAULT_BUILDS = ("_build/html", "_build/strict/_build/html", "_build/strict_zh/_build/html")
 
 #: Fragments of paths of the machine that built the book; none may reach a reader.
 MACHINE_PATHS = ("site-packages", "/tmp/", "/work/", "/root/", "/home/")
@@ -23,6 +23,9 @@ MACHINE_PATHS = ("site-packages", "/tmp/", "/work/", "/root/", "/home/")
 STDERR_BLOCK = re.compile(r'class="[^"]*\bstderr\b[^"]*"')
 #: A Python warning printed into an output, e.g. "UserWarning: ...".
 PY_WARNING = re.compile(r"\b[A-Z]\w*Warning: ")
+#: A MyST directive that was not parsed and shows as text (e.g. a backtick fence whose title
+#: holds a code span: CommonMark forbids backticks in a backtick fence's info string).
+LEAKED_DIRECTIVE = re.compile(r"<p>(?:```|~~~|:::)\{[\w:-]+\}")
 
 
 def _build_dirs() -> list[Path]:
@@ -63,7 +66,8 @@ def test_page_shows_no_machine_path_stderr_or_warning(page: Path):
         at = text.find(fragment)
         if at >= 0:
             problems.append(f"machine path {fragment!r}: ...{_context(text, at)}...")
-    for pattern, what in ((STDERR_BLOCK, "stderr output block"), (PY_WARNING, "Python warning")):
+    for pattern, what in ((STDERR_BLOCK, "stderr output block"), (PY_WARNING, "Python warning"),
+                          (LEAKED_DIRECTIVE, "directive shown as text")):
         if m := pattern.search(text):
             problems.append(f"{what}: ...{_context(text, m.start())}...")
     assert not problems, f"{_page_id(page)}:\n  " + "\n  ".join(problems)

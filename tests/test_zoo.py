@@ -169,15 +169,25 @@ def test_train_zoo_transfer_recipe_trains_a_classifier_and_resumes_its_curve(
 
 def test_readme_zoo_table_is_generated_from_the_index(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
-    from zoo_table import readme_with_table, zoo_table
+    from zoo_table import load_protocols, readme_with_table, zoo_table
 
     readme = (REPO / "README.md").read_text()
-    table = zoo_table(json.loads((REPO / "mlbook" / "zoo" / "models.json").read_text()))
+    table = zoo_table(json.loads((REPO / "mlbook" / "zoo" / "models.json").read_text()),
+                      load_protocols())
     assert readme_with_table(readme, table) == readme, (
         "README.md's zoo table is stale: run python benchmarks/zoo_table.py --write")
     index = {"m": {"method": "maml", "split": "standard", "steps": 1234, "train_seconds": 600,
-                   "test": {"5w1s": {"acc": 0.5, "ci95": 0.01}}, "test_episodes": 50}}
+                   "sha256": "abc", "test": {"5w1s": {"acc": 0.5, "ci95": 0.01}},
+                   "test_episodes": 50}}
     assert zoo_table(index).splitlines()[-1] == (
-        "| `m` | maml | standard | 1,234 | 10 | 5w1s 50.00 ± 1.00 (50 episodes) |")
+        "| `m` | maml | standard | 1,234 | 10 | 5w1s 50.00 ± 1.00 (50 episodes) | pending "
+        "| batch statistics (transductive) | 5w1s 98.7 (Finn et al. 2017: rotated test classes, "
+        "transductive batch norm) |")
+    # the rotated score shows only for the weights it was measured on
+    scored = {"m": {"status": "done", "sha256": "abc", "test_episodes": 50,
+                    "rotated": {"5w1s": {"acc": 0.6, "ci95": 0.02}}}}
+    assert "| 5w1s 60.00 ± 2.00 (50 episodes) |" in zoo_table(index, scored)
+    scored["m"]["sha256"] = "retrained since"
+    assert "| pending |" in zoo_table(index, scored)
     with pytest.raises(ValueError, match="markers"):
         readme_with_table("no markers here", table)

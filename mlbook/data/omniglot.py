@@ -9,7 +9,9 @@ Conventions used everywhere in mlbook
 * Lake's split: 964 "background" characters (30 alphabets) for learning, 659 "evaluation"
   characters (20 alphabets) for testing (:func:`lake_split`).
 * The MAML/ProtoNets split (Vinyals et al. 2016, Finn et al. 2017): 1,200 characters of the
-  pooled 1,623 for meta-training (x4 rotations), 423 for testing (:func:`omniglot_standard_split`).
+  pooled 1,623 for meta-training (x4 rotations), 423 for testing (:func:`omniglot_standard_split`):
+  unrotated by default, or with their rotations as the papers test (``rotate_test=True``,
+  1,692 test classes).
 
 Raw data: ``<data_root>/omniglot/images_{background,evaluation}.npz`` (see that folder's
 ``SOURCE.md``). The resized tensor is cached as ``cache_dir("omniglot")/{split}_{S}.pt``.
@@ -210,26 +212,57 @@ def rotate_classes(images: torch.Tensor) -> torch.Tensor:
 
 
 def omniglot_standard_split(image_size: int = 28, seed: int = 0, num_train: int = 1200,
-                            rotations: bool = True, root: str | Path | None = None,
+                            rotations: bool = True, rotate_test: bool = False,
+                            root: str | Path | None = None,
                             download: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The MAML/ProtoNets split (Vinyals et al. 2016; Finn et al. 2017).
 
     Background and evaluation are pooled (1,623 characters) and shuffled with ``seed``
     (:func:`standard_split_ids`); the first ``num_train`` = 1,200 characters are for
     meta-training, the other 423 for testing. With ``rotations`` each training character at
-    0/90/180/270 degrees becomes its own class (4,800 training classes), as in those papers;
-    the **test characters stay unrotated** (423 classes). Rotated class ``c + k * 1200`` is
-    character ``c`` turned by ``k * 90`` degrees (:func:`rotate_classes`).
+    0/90/180/270 degrees becomes its own class (4,800 training classes), as in those papers.
+    Rotated class ``c + k * 1200`` is character ``c`` turned by ``k * 90`` degrees
+    (:func:`rotate_classes`).
+
+    Two test protocols:
+
+    * ``rotate_test=False`` (the default, mlbook's own protocol): the 423 test characters
+      **unrotated**, 423 test classes. Nichol et al.'s Reptile code tests this way.
+    * ``rotate_test=True`` (the papers' protocol): the test characters with their rotations,
+      each rotation its own class, 1,692 test classes (class ``c + k * 423`` is test
+      character ``c`` turned by ``k * 90`` degrees). Snell et al. (2017, section 3.1) test
+      on "the remaining classes, including rotations"; Finn et al.'s code turns each class of
+      a test episode by a random multiple of 90 degrees. (Finn et al.'s draws never put two
+      rotations of one character in the same episode; episodes drawn from the 1,692 classes
+      here can, rarely.)
+
+    Parameters
+    ----------
+    image_size, seed, num_train
+        Side of the resized images; the shuffle's seed and the number of training
+        characters (:func:`standard_split_ids`).
+    rotations
+        Turn the training characters into 4 classes each (4,800 training classes).
+    rotate_test
+        Turn the test characters into 4 classes each (1,692 test classes), as the papers do.
+    root, download
+        As in :func:`load_omniglot`.
 
     Returns
     -------
     tuple of Tensor
-        train ``[C_tr, 20, 1, S, S]`` (4,800 or 1,200 classes) and test ``[423, 20, 1, S, S]``.
+        train ``[C_tr, 20, 1, S, S]`` (4,800 or 1,200 classes) and test ``[C_te, 20, 1, S, S]``
+        (423, or 1,692 with ``rotate_test``).
     """
+    for name, value in (("rotations", rotations), ("rotate_test", rotate_test)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
     background, evaluation = lake_split(image_size, root, download)
     pooled = torch.cat([background, evaluation])
     train_ids, test_ids = standard_split_ids(seed, num_train)
     train, test = pooled[train_ids], pooled[test_ids]
     if rotations:
         train = rotate_classes(train)
+    if rotate_test:
+        test = rotate_classes(test)
     return train, test

@@ -96,6 +96,10 @@ def _reptile(params: Params, adapted: list[Params], scale: float,
     return {n: params[n] + scale * steps[n] for n in params}
 
 
+def _constant(params: Params, x: torch.Tensor) -> torch.Tensor:
+    return params["w"].expand(len(x), 1)
+
+
 @exercise("maml_math", "MAML's inner loop, differentiable in theta", 20,
           "torch.autograd.grad with create_graph; the meta-gradient section")
 def check_inner_update(fn: Callable) -> int:
@@ -145,7 +149,7 @@ def check_inner_update(fn: Callable) -> int:
                 first_order})
     # Closed form: fmodel(p, x) = p["w"] (a constant), squared error to y = 1.
     const = {"w": torch.tensor([3.0], dtype=torch.float64)}
-    phi = call(fn, lambda p, x: p["w"].expand(len(x), 1), leaves(const),
+    phi = call(fn, _constant, leaves(const),
                torch.zeros(4, 1, dtype=torch.float64), torch.ones(4, 1, dtype=torch.float64),
                F.mse_loss, 0.25, 1, what="your inner update")
     _check_params(phi, {"w": torch.tensor([2.0], dtype=torch.float64)}, "phi",
@@ -212,10 +216,6 @@ def check_quadratic_meta_gradient(fn: Callable) -> int:
 
 
 # --- maml_sinusoid ---------------------------------------------------------------------------
-
-def _constant(params: Params, x: torch.Tensor) -> torch.Tensor:
-    return params["w"].expand(len(x), 1)
-
 
 @exercise("maml_sinusoid", "The first-order MAML (FOMAML) gradient of one task", 15,
           "check_inner_update (maml_math) or inner_update; first-order MAML")
