@@ -21,13 +21,15 @@ steps (second order: Hessian-vector products of ``L_S``). The family, all option
   step it classifies like Prototypical Networks), then adapts as in MAML; the meta-gradient
   flows through the prototypes into the body.
 
-Read :func:`~mlbook.meta.inner_loop.inner_update` and :meth:`MAML.meta_loss`: that is the
-whole algorithm, written
-with :func:`torch.autograd.grad` on a parameter dict and the module's own forward
-(``torch.func.functional_call``). ``fast=True`` (the default) computes the same
-meta-gradient faster on a CPU, with the machinery of :mod:`mlbook.meta._fast` (task threads,
-an interpreted forward in a CPU-friendly layout); ``fast=False`` runs exactly the readable
-code. Tests check the two agree to 1e-10 in float64.
+Read :func:`~mlbook.meta.inner_loop.inner_update`, :meth:`MAML.task_loss` and
+:meth:`MAML.meta_loss`: that is the whole algorithm, written with
+:func:`torch.autograd.grad` on a parameter dict. How the tasks of an episode are run is
+decided once, when the learner is built, by :func:`mlbook.meta._fast.runner.make_runner`:
+``fast=False`` gives the plain loop over tasks with the module's own forward
+(``torch.func.functional_call``; ``PlainRunner.mean_over_tasks`` in that module is the loop
+that runs); ``fast=True`` (the default) computes the same meta-gradient faster on a CPU (task
+threads, an interpreted forward in a CPU-friendly layout). Tests check the two agree to 1e-10
+in float64.
 
 Batch norm normalises with the statistics of the batch it sees, in the inner and outer loop
 and at test time (the rule of :mod:`mlbook.meta.learner`). We loop over tasks rather than
@@ -44,20 +46,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlbook.meta._fast.interpreter import Interpreter
-from mlbook.meta._fast.tasks import (
-    map_task_chunks,
-    meta_loss_in_threads,
-    resolve_threads,
-    vmap_meta_loss,
-)
+from mlbook.meta._fast.runner import make_runner
+from mlbook.meta._fast.tasks import resolve_threads
 from mlbook.meta._tasks import check_episode, task_score
-from mlbook.meta.functional import Params, functional_forward
+from mlbook.meta.functional import Params
 from mlbook.meta.inner_loop import InnerLR, LossFn, check_lr, check_steps, inner_update
 from mlbook.meta.learner import check_batch_norm
 from mlbook.meta.protonets import prototypes
-
-FAST_CHOICES = (True, False, "threads")
 
 
 class MAML(nn.Module):
@@ -167,10 +162,9 @@ class MAML(nn.Module):
         self.fast = fast
         self.threads = threads
         self.vectorize = bool(vectorize)
-        if fast and not vectorize:
-            self.forward_fn: Callable = Interpreter(model, layout=fast is True)
-        else:
-            self.forward_fn = functional_forward(model)
+        # How the tasks are run is decided here, once (mlbook.meta._fast.runner).
+        self.runner = make_runner(model, fast, threads, self.vectorize)
+        self.forward_fn: Callable = self.runner.forward_fn
 
         names = [n for n, _ in model.named_parameters()]
         if adapt == "head":
@@ -291,19 +285,10 @@ class MAML(nn.Module):
             meta-parameters. ``score`` the mean query accuracy (or MSE for regression).
         """
         num_tasks = check_episode(episode)
-        if self.vectorize:
-            return vmap_meta_loss(self, episode)
-        if self.fast and torch.is_grad_enabled():
-            return meta_loss_in_threads(lambda t: self.task_loss(episode, t),
-                                        self.meta_parameters(), num_tasks,
-                                        self._threads(num_tasks))
-        losses, scores = zip(*(self.task_loss(episode, t) for t in range(num_tasks)),
-                             strict=True)
-        return torch.stack(losses).mean(), float(torch.stack(scores).mean())
-
-    def _threads(self, num_tasks: int) -> int:
-        device = next(self.model.parameters()).device
-        return resolve_threads(self.threads, num_tasks, device) if self.fast else 1
+        # The mean over tasks of task_loss (Finn et al.'s Algorithm 1); self.runner only
+        # decides how the tasks are mapped: PlainRunner.mean_over_tasks is the plain loop.
+        return self.runner.mean_over_tasks(lambda t: self.task_loss(episode, t), num_tasks,
+                                           learner=self, episode=episode)
 
     # ------------------------------------------------------------ evaluation
     def task_scores(self, episode, steps: int | None = None) -> torch.Tensor:
@@ -325,10 +310,7 @@ class MAML(nn.Module):
                     scores[t] = task_score(self.predict(phi, episode.query_x[t]),
                                            episode.query_y[t])
 
-        if self.fast:
-            map_task_chunks(chunk, num_tasks, self._threads(num_tasks))
-        else:
-            chunk(range(num_tasks))
+        self.runner.map_task_chunks(chunk, num_tasks)
         return scores
 
     def extra_repr(self) -> str:

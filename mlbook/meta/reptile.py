@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlbook.meta._fast.interpreter import Interpreter
-from mlbook.meta._fast.tasks import AttachGradients, map_task_chunks, resolve_threads
+from mlbook.meta._fast.runner import make_runner
+from mlbook.meta._fast.tasks import resolve_threads
 from mlbook.meta._tasks import check_episode, task_score
-from mlbook.meta.functional import Params, functional_forward
+from mlbook.meta.functional import Params
 from mlbook.meta.inner_loop import check_lr, check_steps
 from mlbook.meta.learner import check_batch_norm
 
@@ -92,7 +92,9 @@ class Reptile(nn.Module):
         self.loss_fn = loss_fn
         self.fast, self.threads = bool(fast), threads
         self.inner_batch = inner_batch
-        self.forward_fn = Interpreter(model) if fast else functional_forward(model)
+        # How the tasks are run is decided here, once (mlbook.meta._fast.runner).
+        self.runner = make_runner(model, self.fast, threads, vectorize=False)
+        self.forward_fn = self.runner.forward_fn
 
     def meta_parameters(self) -> list[torch.Tensor]:
         """What the outer optimizer trains: the model's parameters."""
@@ -170,9 +172,7 @@ class Reptile(nn.Module):
                             delta[n] += phi[n] - theta[n]
             return delta, losses, scores
 
-        device = next(iter(theta.values())).device
-        threads = resolve_threads(self.threads, num_tasks, device) if self.fast else 1
-        return map_task_chunks(chunk, num_tasks, threads)
+        return self.runner.map_task_chunks(chunk, num_tasks)
 
     def meta_loss(self, episode) -> tuple[torch.Tensor, float]:
         """Mean query loss after adaptation, whose backward gives ``theta - mean_t phi_t``.
@@ -187,9 +187,12 @@ class Reptile(nn.Module):
         losses = [x for r in results for x in r[1]]
         scores = [x for r in results for x in r[2]]
         value = torch.stack(losses).mean()
-        params = [p for _, p in self.model.named_parameters()]
-        # d(loss)/d(theta) := theta - mean phi = -mean delta, so SGD(lr=eps) is Reptile's step.
-        loss = AttachGradients.apply(value, [-delta[n] for n in names], *params)
+        # d(loss)/d(theta) := theta - mean phi = -mean delta, so SGD(lr=eps) is Reptile's step:
+        # the value of the query loss plus a term that is zero in value and whose gradient is
+        # exactly -delta.
+        params = dict(self.model.named_parameters())
+        pull = sum((params[n] * -delta[n]).sum() for n in names)
+        loss = value + (pull - pull.detach())
         return loss, float(torch.stack(scores).mean())
 
     def task_scores(self, episode, steps: int | None = None) -> torch.Tensor:
