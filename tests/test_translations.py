@@ -31,7 +31,8 @@ spec.loader.exec_module(language_links)
 
 PAGES = sorted(str(p.relative_to(REPO).with_suffix("")) for p in (REPO / "book").glob("*")
                if p.suffix in {".md", ".ipynb"}
-               and p.stem in re.findall(r"(?:file|root):\s*book/(\S+)", (REPO / "_toc.yml").read_text()))
+               and p.stem in re.findall(r"(?:file|root):\s*book/(\S+)",
+                                        (REPO / "_toc.yml").read_text()))
 
 
 @pytest.fixture(scope="module")
