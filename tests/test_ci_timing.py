@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from types import SimpleNamespace
 
-from conftest import REPO
+from conftest import REPO, load_script
 
-spec = importlib.util.spec_from_file_location("nbval_timing", REPO / ".ci" / "nbval_timing.py")
-nbval_timing = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(nbval_timing)
+nbval_timing = load_script(".ci/nbval_timing.py")
 
 
 def _cells(notebook: str, n: int) -> list[SimpleNamespace]:

@@ -9,25 +9,16 @@ read the HTML that ``make book`` (both editions, ``_build/html`` and ``_build/ht
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import polib
 import pytest
-from conftest import REPO
+from conftest import REPO, load_script
 
-spec = importlib.util.spec_from_file_location("translations", REPO / ".ci" / "translations.py")
-translations = importlib.util.module_from_spec(spec)
-sys.modules["translations"] = translations  # dataclasses look their module up by name
-spec.loader.exec_module(translations)
-
-spec = importlib.util.spec_from_file_location("language_links",
-                                              REPO / "book" / "_ext" / "language_links.py")
-language_links = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(language_links)
+translations = load_script(".ci/translations.py")
+language_links = load_script("book/_ext/language_links.py")
 
 PAGES = sorted(str(p.relative_to(REPO).with_suffix("")) for p in (REPO / "book").glob("*")
                if p.suffix in {".md", ".ipynb"}
