@@ -74,7 +74,7 @@ nbval: $(STAMP)
 # loaded from outside the build.
 strict: $(STAMP)
 	@mkdir -p _build
-	$(PY) -c "import yaml; c = yaml.safe_load(open('_config.yml')); c['execute']['execute_notebooks'] = 'off'; c['sphinx']['local_extensions'] = {k: '$(abspath .)/' + v for k, v in c['sphinx']['local_extensions'].items()}; yaml.safe_dump(c, open('_build/strict_config.yml', 'w'))"
+	$(PY) .ci/translations.py config _build/strict_config.yml --no-execute --english
 	$(BIN)/jupyter-book build . --path-output _build/strict --builder html --all --warningiserror --keep-going --config _build/strict_config.yml
 	$(PY) .ci/translations.py config _build/zh_strict_config.yml --no-execute
 	$(BIN)/jupyter-book build . --path-output _build/strict_zh --builder html --all --warningiserror --keep-going --config _build/zh_strict_config.yml

@@ -9,6 +9,7 @@ sphinx-intl layout with ``gettext_compact = False``), which the Chinese build re
     python .ci/translations.py check [PO...] # complete, not fuzzy, markup and terms intact
     python .ci/translations.py dump PO       # the messages still to translate, numbered
     python .ci/translations.py apply PO FILE # translations written in dump's format
+    python .ci/translations.py config OUT    # a build's _config.yml (the Chinese, or --english)
 
 The API page's docstrings (pulled in by autodoc from ``mlbook/``) stay English: their messages
 are left out of the catalogue, so the Chinese API page shows them as they are. Everything else
@@ -253,24 +254,27 @@ def check(paths: list[Path] | None = None, root: Path | None = None) -> list[str
 
 # --- the Chinese build's configuration --------------------------------------------------------
 
-def chinese_config(out: Path, execute: bool = True) -> Path:
-    """Write ``_config.yml`` for the Chinese edition to ``out``.
+def book_config(out: Path, chinese: bool = True, execute: bool = True) -> Path:
+    """Write a build's ``_config.yml`` to ``out``: the book's own, for the Chinese edition
+    (``chinese``) or the English one, executed from the cache or not (``execute=False``: the
+    strict builds).
 
-    Same book, ``language: zh_CN`` (the theme's own words in Chinese, the catalogues read),
-    Chinese search (jieba), and the English build's execution cache, so that no chapter runs a
-    second time; ``execute=False`` switches execution off (the strict build).
+    The Chinese edition gets ``language: zh_CN`` (the theme's own words in Chinese, the
+    catalogues read), Chinese search (jieba), and the English build's execution cache, so that
+    no chapter runs a second time.
     """
     import yaml
 
     config = yaml.safe_load((REPO / "_config.yml").read_text(encoding="utf-8"))
-    config["title"] = "快速适应新任务"
-    config["execute"]["cache"] = str(REPO / "_build" / ".jupyter_cache")
     if not execute:
         config["execute"]["execute_notebooks"] = "off"
     # paths of local extensions are read relative to the configuration file
     config["sphinx"]["local_extensions"] = {
         name: str(REPO / path) for name, path in config["sphinx"]["local_extensions"].items()}
-    config["sphinx"]["config"].update(language=LANGUAGE, html_search_language="zh")
+    if chinese:
+        config["title"] = "快速适应新任务"
+        config["execute"]["cache"] = str(REPO / "_build" / ".jupyter_cache")
+        config["sphinx"]["config"].update(language=LANGUAGE, html_search_language="zh")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return out
@@ -326,9 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     checker.add_argument("po", nargs="*", type=Path, help="catalogues (default: all)")
     checker.add_argument("--against-source", action="store_true",
                          help="also extract the templates and compare (what CI does)")
-    configurer = sub.add_parser("config", help="write the Chinese build's _config.yml")
+    configurer = sub.add_parser("config", help="write a build's _config.yml (Chinese by default)")
     configurer.add_argument("out", type=Path)
-    configurer.add_argument("--no-execute", action="store_true")
+    configurer.add_argument("--no-execute", action="store_true", help="for the strict builds")
+    configurer.add_argument("--english", action="store_true", help="the English edition's")
     dumper = sub.add_parser("dump", help="print the messages still to translate, numbered")
     dumper.add_argument("po", type=Path)
     dumper.add_argument("--all", action="store_true", help="every message, translated or not")
@@ -337,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     applier.add_argument("file", type=Path)
     args = parser.parse_args(argv)
     if args.command == "config":
-        print(chinese_config(args.out, execute=not args.no_execute))
+        print(book_config(args.out, chinese=not args.english, execute=not args.no_execute))
         return 0
     if args.command == "dump":
         print(dump(args.po, args.all), end="")
