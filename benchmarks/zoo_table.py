@@ -65,8 +65,8 @@ def zoo_table(index: dict, protocols: dict | None = None) -> str:
         else:
             rotated = "pending"
         published = "; ".join(
-            f"{s} {PUBLISHED[meta['method'], s][0]:g} ({PUBLISHED[meta['method'], s][1]})"
-            for s in meta["test"] if (meta["method"], s) in PUBLISHED) or "-"
+            f"{s} {paper.accuracy:g} ({paper.cited})" for s in meta["test"]
+            if (paper := PUBLISHED.get((meta["method"], s)))) or "-"
         batch_norm = BATCH_NORM.get(meta["method"], "batch statistics (transductive)")
         minutes = f"{meta['train_seconds'] / 60:.0f}"
         if "init_train_seconds" in meta:  # its encoder started from another zoo model

@@ -22,7 +22,7 @@ import json
 import pickle
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -40,17 +40,34 @@ REQUIRED_KEYS = ("method", "split", "n_way", "k_shot", "image_size", "inner_lr",
                  "sha256", "file")
 
 
-_SNELL = "Snell et al. 2017: rotated test classes"
-_FINN = "Finn et al. 2017: rotated test classes, transductive batch norm"
-#: The published Omniglot accuracies (%) the zoo's models are set beside, with each paper's
-#: test protocol: ``(method, setting) -> (accuracy, "source: protocol")``. The README's zoo
-#: table and the few-shot chapter both read them from here.
-PUBLISHED: dict[tuple[str, str], tuple[float, str]] = {
-    ("protonet", "5w1s"): (98.8, _SNELL), ("protonet", "5w5s"): (99.7, _SNELL),
-    ("protonet", "20w1s"): (96.0, _SNELL), ("protonet", "20w5s"): (98.9, _SNELL),
-    ("maml", "5w1s"): (98.7, _FINN), ("fomaml", "5w1s"): (98.3, _FINN),
-    ("metasgd", "5w1s"): (99.53, "Li et al. 2017"),
-    ("reptile", "5w1s"): (97.68, "Nichol et al. 2018: unrotated test classes, transductive"),
+class Published(NamedTuple):
+    """A published Omniglot accuracy (percent), its paper (``source``, e.g. "Snell et al.
+    2017") and how that paper tested where it differs from the zoo's (``protocol``)."""
+
+    accuracy: float
+    source: str
+    protocol: str = ""
+
+    @property
+    def cited(self) -> str:
+        """``"source: protocol"`` (the source alone when no protocol is recorded)."""
+        return f"{self.source}: {self.protocol}" if self.protocol else self.source
+
+
+_ROTATED = "rotated test classes"
+_SNELL = ("Snell et al. 2017", _ROTATED)
+_FINN = ("Finn et al. 2017", _ROTATED + ", transductive batch norm")
+#: The published Omniglot accuracies the zoo's models are set beside, with each paper's test
+#: protocol, by ``(method, setting)``. The README's zoo table and the few-shot chapter both
+#: read them from here.
+PUBLISHED: dict[tuple[str, str], Published] = {
+    ("protonet", "5w1s"): Published(98.8, *_SNELL), ("protonet", "5w5s"): Published(99.7, *_SNELL),
+    ("protonet", "20w1s"): Published(96.0, *_SNELL),
+    ("protonet", "20w5s"): Published(98.9, *_SNELL),
+    ("maml", "5w1s"): Published(98.7, *_FINN), ("fomaml", "5w1s"): Published(98.3, *_FINN),
+    ("metasgd", "5w1s"): Published(99.53, "Li et al. 2017"),
+    ("reptile", "5w1s"): Published(97.68, "Nichol et al. 2018",
+                                   "unrotated test classes, transductive"),
 }
 
 
